@@ -1,0 +1,143 @@
+"""The ``netserve`` command: the only place that prints, installs signal handlers and turns
+errors into exit codes.
+
+Exit codes: 0 success, 1 a client error (connection refused, reset), 2 a usage or startup
+error (bad MODULE:HANDLER, bad address, port busy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any, TextIO
+
+from . import __version__
+from ._errors import NetserveError
+from ._listeners import parse_endpoint
+from ._runner import ServerGroup, build_servers, load_handler
+from .config import Config, options
+
+__all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main"]
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+#: How long ``netserve client`` waits for a reply before giving up.
+CLIENT_TIMEOUT = 10.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netserve",
+        description="Run socketserver-style request handlers. With no command, serve the "
+        "reverse-line demo on localhost:9999 (each line sent is answered reversed).",
+    )
+    parser.add_argument("--version", action="version", version=f"netserve {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve a handler class",
+        description="Serve MODULE:HANDLER, a "
+        "BaseRequestHandler subclass, with a thread per connection until Ctrl-C or SIGTERM.",
+    )
+    _add_config_options(serve)
+    client = commands.add_parser(
+        "client",
+        help="send lines to a server and print the replies",
+        description="Connect to HOST:PORT (or unix:PATH), send MESSAGE, or else each line of "
+        "standard input, as a line, and print each reply line.",
+    )
+    client.add_argument("address", metavar="HOST:PORT", help="the server to talk to")
+    client.add_argument("message", nargs="?", help="one line to send (default: read stdin)")
+    client.add_argument(
+        "--timeout",
+        type=float,
+        default=CLIENT_TIMEOUT,
+        help="seconds to wait for each reply (default: %(default)s)",
+    )
+    return parser
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One argument per ``Config`` field, so the CLI and ``Config`` cannot drift apart."""
+    for option in options():
+        kwargs: dict[str, Any] = {"help": option.help, "metavar": option.metavar}
+        if option.choices:
+            kwargs["choices"] = option.choices
+        if option.positional:
+            parser.add_argument(option.name, nargs="?", default=option.default, **kwargs)
+        elif option.is_flag:
+            parser.add_argument(option.flag, action="store_true", help=option.help)
+        elif option.repeatable:
+            parser.add_argument(option.flag, dest=option.name, action="append", **kwargs)
+        else:
+            parser.add_argument(option.flag, dest=option.name, default=option.default, **kwargs)
+    parser.set_defaults(config_fields=[option.name for option in options()])
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    values = {name: getattr(args, name) for name in args.config_fields}
+    values = {name: value for name, value in values.items() if value is not None}
+    if "bind" in values:
+        values["bind"] = tuple(values["bind"])
+    return Config(**values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["serve", *(argv or [])])
+    try:
+        if args.command == "client":
+            return _client(args.address, args.message, args.timeout, sys.stdin, sys.stdout)
+        return _serve(_config_from(args))
+    except NetserveError as exc:
+        print(f"netserve: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _serve(config: Config) -> int:
+    logging.basicConfig(level=config.logging_level, format="%(asctime)s %(levelname)s %(message)s")
+    handler = load_handler(config.handler)
+    group = ServerGroup(build_servers(config, handler), label=config.handler)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        group.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        group.serve()
+    finally:
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
+    return EXIT_OK
+
+
+def _client(
+    address: str, message: str | None, timeout: float, stdin: TextIO, stdout: TextIO
+) -> int:
+    endpoint = parse_endpoint(address)
+    lines = [message] if message is not None else (line.rstrip("\n") for line in stdin)
+    try:
+        with socket.socket(endpoint.family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(endpoint.address)
+            replies = sock.makefile("rb")
+            for line in lines:
+                sock.sendall(line.encode() + b"\n")
+                reply = replies.readline()
+                if not reply:
+                    print("netserve: the server closed the connection", file=sys.stderr)
+                    return EXIT_RUNTIME
+                stdout.write(reply.decode(errors="replace").rstrip("\n") + "\n")
+                stdout.flush()
+    except OSError as exc:
+        print(f"netserve: error: {address}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK

@@ -1,0 +1,170 @@
+"""The standard library's mixins and one-line server classes, as thin shims over strategies.
+
+``ThreadingMixIn`` and ``ForkingMixIn`` keep their stdlib attributes and hooks
+(``daemon_threads``, ``block_on_close``, ``process_request_thread``; ``max_children``,
+``active_children``, ``collect_children``) but only choose a strategy from
+``netserve.strategies``; the work is done there.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, cast
+
+from ._server import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
+from ._types import ClientAddress
+from .strategies import ConcurrencyStrategy, ForkPerRequest, ThreadPerRequest
+
+__all__ = [
+    "ForkingMixIn",
+    "ForkingTCPServer",
+    "ForkingUDPServer",
+    "ForkingUnixDatagramServer",
+    "ForkingUnixStreamServer",
+    "ThreadingMixIn",
+    "ThreadingTCPServer",
+    "ThreadingUDPServer",
+    "ThreadingUnixDatagramServer",
+    "ThreadingUnixStreamServer",
+]
+
+if TYPE_CHECKING:  # the mixins see the server's hooks; at run time they derive from object
+    from ._server import BaseServer as _MixinBase
+else:
+    _MixinBase = object
+
+
+class ThreadingMixIn(_MixinBase):
+    """Serve each request in a new thread.
+
+    ``daemon_threads`` (read for each new thread) makes the threads daemons;
+    ``block_on_close`` makes ``server_close()`` wait for the threads still serving.
+    Finished threads are not kept.
+    """
+
+    daemon_threads: bool = False
+    block_on_close: bool = True
+
+    def _make_concurrency(self) -> ConcurrencyStrategy:
+        return ThreadPerRequest(daemon=lambda: self.daemon_threads)
+
+    @property
+    def _threads(self) -> list[threading.Thread]:
+        """The threads serving a request now (the stdlib's private name, kept for its tests)."""
+        return self._thread_strategy.live_threads
+
+    @property
+    def _thread_strategy(self) -> ThreadPerRequest:
+        return cast(ThreadPerRequest, self._concurrency)
+
+    def process_request_thread(self, request: Any, client_address: ClientAddress) -> None:
+        """Serve one request in its thread: what ``BaseServer`` does inline, plus the
+        error handling that the accept loop does for inline requests."""
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def process_request(self, request: Any, client_address: ClientAddress) -> None:
+        self._thread_strategy.submit(
+            request, lambda: self.process_request_thread(request, client_address)
+        )
+
+    def server_close(self) -> None:
+        """Close the server, then (with ``block_on_close``) wait for the threads serving."""
+        super().server_close()
+        if self.block_on_close:
+            self._thread_strategy.drain(deadline=None)
+        self._thread_strategy.close()
+
+
+class ForkingMixIn(_MixinBase):
+    """Serve each request in a forked child process.
+
+    At most ``max_children`` children run at once (the server waits for one to exit before
+    forking more); ``active_children`` holds their PIDs. Only this server's own children are
+    ever reaped. ``block_on_close`` makes ``server_close()`` wait for all of them.
+    """
+
+    timeout: float | None = 300
+    max_children: int = 40
+    block_on_close: bool = True
+
+    def _make_concurrency(self) -> ConcurrencyStrategy:
+        return ForkPerRequest(max_children=lambda: self.max_children)
+
+    @property
+    def _fork_strategy(self) -> ForkPerRequest:
+        return cast(ForkPerRequest, self._concurrency)
+
+    @property
+    def active_children(self) -> set[int] | None:
+        """PIDs of the children still running (None before the first fork)."""
+        strategy = self._fork_strategy
+        return strategy.children if strategy.has_forked else None
+
+    def collect_children(self, *, blocking: bool = False) -> None:
+        """Reap children that have exited, after waiting until fewer than ``max_children``
+        are alive; with *blocking*, wait for all of them."""
+        self._fork_strategy.collect(blocking=blocking)
+
+    def handle_timeout(self) -> None:
+        self.collect_children()
+
+    def service_actions(self) -> None:
+        self.collect_children()
+
+    def process_request(self, request: Any, client_address: ClientAddress) -> None:
+        """Fork; the child serves the request and exits, the parent closes its copy."""
+        self._fork_strategy.submit(
+            request, lambda: self._process_request_in_child(request, client_address)
+        )
+        self.close_request(request)
+
+    def _process_request_in_child(self, request: Any, client_address: ClientAddress) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            raise  # the child exits with status 1
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        """Close the server, then reap the children (waiting for all with block_on_close)."""
+        super().server_close()
+        self.collect_children(blocking=self.block_on_close)
+
+
+class ThreadingTCPServer(ThreadingMixIn, TCPServer):
+    """A TCP server with a thread per request."""
+
+
+class ThreadingUDPServer(ThreadingMixIn, UDPServer):
+    """A UDP server with a thread per datagram."""
+
+
+class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):
+    """A Unix stream server with a thread per request."""
+
+
+class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer):
+    """A Unix datagram server with a thread per datagram."""
+
+
+class ForkingTCPServer(ForkingMixIn, TCPServer):
+    """A TCP server with a child process per request."""
+
+
+class ForkingUDPServer(ForkingMixIn, UDPServer):
+    """A UDP server with a child process per datagram."""
+
+
+class ForkingUnixStreamServer(ForkingMixIn, UnixStreamServer):
+    """A Unix stream server with a child process per request."""
+
+
+class ForkingUnixDatagramServer(ForkingMixIn, UnixDatagramServer):
+    """A Unix datagram server with a child process per datagram."""

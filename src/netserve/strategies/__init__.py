@@ -1,0 +1,7 @@
+"""Concurrency strategies: how an accepted request runs. See ``ConcurrencyStrategy``."""
+
+from ._base import ConcurrencyStrategy
+from .forks import ForkPerRequest
+from .threads import ThreadPerRequest
+
+__all__ = ["ConcurrencyStrategy", "ForkPerRequest", "ThreadPerRequest"]

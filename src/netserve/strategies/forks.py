@@ -1,0 +1,102 @@
+"""A forked child process per request: the ``ForkingMixIn`` model, reaping only its own."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Callable
+
+__all__ = ["ForkPerRequest"]
+
+_pidfd_open = getattr(os, "pidfd_open", None)  # Linux >= 5.3; elsewhere a slower fallback
+#: Without pidfds a bounded wait for "any of our children" can only poll; this is its period.
+_POLL_WITHOUT_PIDFD = 0.05
+
+
+class ForkPerRequest:
+    """Forks a child for each request; the child runs ``serve()`` and exits.
+
+    The child's exit status is 0 when ``serve()`` returned and 1 when it raised; nothing it
+    raises reaches the parent. The parent keeps the PIDs of its live children and reaps only
+    those (``waitpid`` on each PID, never ``waitpid(-1)``), so children forked by other code
+    in the same process are left alone.
+    """
+
+    def __init__(self, max_children: Callable[[], int] = lambda: 40) -> None:
+        self._max_children = max_children
+        self.children: set[int] = set()
+        self.has_forked = False
+
+    def submit(self, request: object, serve: Callable[[], object]) -> None:
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                serve()
+                status = 0
+            finally:
+                os._exit(status)
+        self.has_forked = True
+        self.children.add(pid)
+
+    def collect(self, *, blocking: bool = False) -> None:
+        """Reap exited children; first wait until fewer than ``max_children`` are alive.
+
+        With *blocking*, wait for every child to exit.
+        """
+        while len(self.children) >= self._max_children():
+            self._wait_for_any(timeout=None)
+        for pid in list(self.children):
+            self._reap(pid, blocking=blocking)
+
+    def drain(self, deadline: float | None) -> bool:
+        while self.children:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return False
+            self._wait_for_any(timeout)
+        return True
+
+    def close(self) -> None:
+        """Nothing to release: children still serving finish on their own."""
+
+    def _reap(self, pid: int, *, blocking: bool) -> bool:
+        """Reap *pid* if it has exited (or wait for it, if *blocking*); True if it is gone."""
+        try:
+            done, _ = os.waitpid(pid, 0 if blocking else os.WNOHANG)
+        except ChildProcessError:
+            done = pid  # reaped by someone else
+        if done:
+            self.children.discard(pid)
+        return bool(done)
+
+    def _wait_for_any(self, timeout: float | None) -> None:
+        """Block until one of our children exits (or *timeout*), and reap what has exited."""
+        if _pidfd_open is None:
+            self._wait_for_any_without_pidfd(timeout)
+            return
+        pidfds: dict[int, int] = {}
+        try:
+            for pid in list(self.children):
+                try:
+                    pidfds[_pidfd_open(pid)] = pid
+                except ProcessLookupError:
+                    self.children.discard(pid)  # already reaped elsewhere
+            if pidfds:
+                ready, _, _ = select.select(list(pidfds), [], [], timeout)
+                for fd in ready:
+                    self._reap(pidfds[fd], blocking=False)
+        finally:
+            for fd in pidfds:
+                os.close(fd)
+
+    def _wait_for_any_without_pidfd(self, timeout: float | None) -> None:
+        """Where there are no pidfds: wait on the oldest child, or poll until *timeout*."""
+        if timeout is None:
+            self._reap(next(iter(self.children)), blocking=True)
+            return
+        for pid in list(self.children):
+            self._reap(pid, blocking=False)
+        if self.children:
+            time.sleep(min(timeout, _POLL_WITHOUT_PIDFD))

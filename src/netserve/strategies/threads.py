@@ -1,0 +1,64 @@
+"""A thread per request: the ``ThreadingMixIn`` model, without keeping finished threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["ThreadPerRequest"]
+
+
+class ThreadPerRequest:
+    """Starts one thread per request and forgets it as soon as it ends.
+
+    *daemon* is asked at each ``submit`` whether the new thread is a daemon thread (so a
+    server's ``daemon_threads`` can change at any time, as in the standard library). An
+    exception that escapes ``serve`` goes to ``threading.excepthook`` as in any thread.
+    """
+
+    def __init__(self, daemon: Callable[[], bool] = lambda: False) -> None:
+        self._daemon = daemon
+        self._lock = threading.Lock()
+        self._all_done = threading.Condition(self._lock)
+        self._live: set[threading.Thread] = set()
+
+    @property
+    def live_threads(self) -> list[threading.Thread]:
+        """The threads serving a request right now."""
+        with self._lock:
+            return list(self._live)
+
+    def submit(self, request: object, serve: Callable[[], object]) -> None:
+        thread = threading.Thread(target=self._run, args=(serve,), daemon=self._daemon())
+        with self._lock:
+            self._live.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            self._forget(thread)
+            raise
+
+    def _run(self, serve: Callable[[], object]) -> None:
+        try:
+            serve()
+        finally:
+            self._forget(threading.current_thread())
+
+    def _forget(self, thread: threading.Thread) -> None:
+        with self._lock:
+            self._live.discard(thread)
+            if not self._live:
+                self._all_done.notify_all()
+
+    def drain(self, deadline: float | None) -> bool:
+        with self._lock:
+            while self._live:
+                timeout = None if deadline is None else deadline - time.monotonic()
+                if timeout is not None and timeout <= 0:
+                    return False
+                self._all_done.wait(timeout)
+            return True
+
+    def close(self) -> None:
+        """Nothing to release: threads still serving finish on their own."""
