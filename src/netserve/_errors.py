@@ -19,7 +19,14 @@ class ConfigError(NetserveError, ValueError):
 
 
 class BindError(NetserveError, OSError):
-    """A listening socket could not be opened (port busy, address not available, no permission)."""
+    """A listening socket could not be opened (port busy, address not available, no permission).
+
+    Made as ``BindError(errno, message)``; ``str()`` is the message alone, without the
+    ``[Errno N]`` prefix of ``OSError``, and ``errno`` is kept for callers.
+    """
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 class HandlerImportError(NetserveError, ImportError):

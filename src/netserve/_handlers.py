@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # for annotations only: handlers do not depend on how they ar
 
 _Socket = socket.socket  # DatagramRequestHandler has an attribute named ``socket``
 
+#: Families where TCP_NODELAY means something; elsewhere (Unix sockets) setting it would fail.
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
 __all__ = ["BaseRequestHandler", "DatagramRequestHandler", "StreamRequestHandler"]
 
 
@@ -56,7 +59,8 @@ class StreamRequestHandler(BaseRequestHandler):
 
     Class attributes, as in the standard library: ``rbufsize`` (-1: buffered reads),
     ``wbufsize`` (0: every ``wfile.write()`` is sent at once, in full), ``timeout`` (seconds,
-    applied to the socket; None: block) and ``disable_nagle_algorithm`` (sets TCP_NODELAY).
+    applied to the socket; None: block) and ``disable_nagle_algorithm`` (sets TCP_NODELAY on
+    TCP sockets; ignored on Unix sockets, where the standard library would fail).
     """
 
     rbufsize: int = -1
@@ -72,7 +76,7 @@ class StreamRequestHandler(BaseRequestHandler):
         self.connection = self.request
         if self.timeout is not None:
             self.connection.settimeout(self.timeout)
-        if self.disable_nagle_algorithm:
+        if self.disable_nagle_algorithm and self.connection.family in _TCP_FAMILIES:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         self.rfile = cast(io.BufferedIOBase, self.connection.makefile("rb", self.rbufsize))
         if self.wbufsize == 0:

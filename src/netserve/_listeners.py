@@ -99,10 +99,9 @@ def parse_endpoint(text: str) -> Endpoint:
 
 
 def _parse_port(text: str, port_text: str) -> int:
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"bad address {text!r}: port {port_text!r} is not a number") from None
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ConfigError(f"bad address {text!r}: port {port_text!r} is not a number")
+    port = int(port_text)
     if not 0 <= port <= 65535:
         raise ConfigError(f"bad address {text!r}: port {port} is not in 0..65535")
     return port

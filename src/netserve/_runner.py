@@ -14,11 +14,10 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from ._errors import BindError, HandlerImportError
-from ._handlers import BaseRequestHandler
+from ._errors import BindError, ConfigError, HandlerImportError
+from ._handlers import BaseRequestHandler, StreamRequestHandler
 from ._listeners import Endpoint, format_address
 from ._log import logger
 from ._server import BaseServer, TCPServer, UDPServer
@@ -31,7 +30,7 @@ from .compat import (
 )
 from .config import Config
 
-__all__ = ["ServerGroup", "build_servers", "load_handler"]
+__all__ = ["ServerGroup", "build_servers", "close_server", "load_handler"]
 
 #: Listen backlog: the stdlib's 5 refuses connections under any burst; the kernel caps this
 #: at net.core.somaxconn anyway.
@@ -126,15 +125,25 @@ def build_servers(config: Config, handler: RequestHandlerFactory) -> list[TCPSer
     Raises ``BindError`` naming the address when one cannot be bound; servers already bound
     are closed first.
     """
+    if config.udp and isinstance(handler, type) and issubclass(handler, StreamRequestHandler):
+        raise ConfigError(f"udp: {handler.__qualname__} is a stream handler; it cannot serve UDP")
     servers: list[TCPServer] = []
     try:
         for endpoint in config.endpoints():
             servers.append(_bind(endpoint, config.udp, _logged(handler)))
     except BaseException:
         for server in servers:
-            server.server_close()
+            close_server(server)
         raise
     return servers
+
+
+def close_server(server: TCPServer) -> None:
+    """Close *server* and remove its Unix socket file, if it has one."""
+    server.server_close()
+    if server.address_family == socket.AF_UNIX:
+        with contextlib.suppress(OSError):
+            os.unlink(str(server.server_address))
 
 
 def _bind(endpoint: Endpoint, udp: bool, handler: RequestHandlerFactory) -> TCPServer:
@@ -154,44 +163,40 @@ def _bind(endpoint: Endpoint, udp: bool, handler: RequestHandlerFactory) -> TCPS
 class ServerGroup:
     """Several servers, each serving in its own thread, stopped together.
 
-    ``serve()`` blocks until ``stop()`` is called (from another thread or a signal handler's
-    deferred callback); then every server is shut down and closed, and Unix socket files
-    the group created are removed.
+    ``serve()`` blocks until ``stop()`` is called; then every server is shut down and closed,
+    and their Unix socket files are removed. ``stop()`` only writes a byte to a socket, so it
+    is safe from any thread and from a signal handler.
     """
 
     def __init__(self, servers: list[TCPServer], label: str) -> None:
         self.servers = servers
         self.label = label
-        self._stop = threading.Event()
+        self._stop_reader, self._stop_writer = socket.socketpair()
+        self._stop_writer.setblocking(False)
 
     def stop(self) -> None:
-        """Ask ``serve()`` to return; safe from any thread, returns at once."""
-        self._stop.set()
+        """Ask ``serve()`` to return; returns at once."""
+        with contextlib.suppress(OSError):  # full or closed: a stop is pending or done
+            self._stop_writer.send(b"\0")
 
     def serve(self) -> None:
         threads = [
             threading.Thread(target=server.serve_forever, name=f"serve {server!r}", daemon=True)
             for server in self.servers
         ]
-        with self._closing():
+        try:
             for thread in threads:
                 thread.start()
             for server in self.servers:
                 logger.info("serving %s on %s", self.label, _describe(server))
-            self._stop.wait()
+            self._stop_reader.recv(1)
             for server in self.servers:
                 server.shutdown()
-
-    @contextlib.contextmanager
-    def _closing(self) -> Iterator[None]:
-        try:
-            yield
         finally:
             for server in self.servers:
-                server.server_close()
-                if server.address_family == socket.AF_UNIX:
-                    with contextlib.suppress(OSError):
-                        os.unlink(str(server.server_address))
+                close_server(server)
+            self._stop_reader.close()
+            self._stop_writer.close()
 
 
 def _describe(server: TCPServer) -> str:

@@ -9,21 +9,29 @@ often ``service_actions()`` runs when nothing happens. Errors from ``accept()`` 
 from __future__ import annotations
 
 import contextlib
+import logging
 import selectors
 import socket
+import sys
 import threading
 import time
-from types import TracebackType
+from collections import Counter
+from collections.abc import Callable
 from typing import Any, Self
 
+from ._connections import ConnectionRegistry
 from ._listeners import AcceptErrorPolicy, format_address
-from ._log import logger
+from ._log import RateLimitedLog, logger
 from ._types import Address, ClientAddress, RequestHandlerFactory
 from .strategies import ConcurrencyStrategy
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer", "UnixDatagramServer", "UnixStreamServer"]
 
 _Socket = socket.socket  # servers have an attribute named ``socket``
+
+#: After a drain timeout the server shuts the remaining connections; handlers blocked on them
+#: then fail at once, so this is only how long to wait for them to notice.
+FORCED_CLOSE_GRACE = 2.0
 
 if hasattr(selectors, "PollSelector"):
     _ServerSelector: type[selectors.BaseSelector] = selectors.PollSelector
@@ -34,8 +42,9 @@ else:
 class _LoopControl:
     """Start and stop of ``serve_forever()``: a stop flag, a wakeup pair, a "stopped" event.
 
-    The wakeup pair exists only while the loop runs; ``request_stop()`` sets the flag and
-    writes one byte to it, which ends the loop's ``select()`` at once.
+    The wakeup pair exists only while the loop runs. ``request_stop()`` and ``wake()`` take
+    no lock (they may run in a signal handler): they set the flag and write one byte, which
+    ends the loop's ``select()`` at once.
     """
 
     def __init__(self) -> None:
@@ -71,11 +80,15 @@ class _LoopControl:
                 sock.close()
 
     def request_stop(self) -> None:
-        with self._lock:
-            self._stop_requested = True
-            if self._wakeup is not None:
-                with contextlib.suppress(OSError):  # full: a wakeup is pending already
-                    self._wakeup[1].send(b"\0")
+        self._stop_requested = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the loop's current ``select()`` return (no-op when the loop is not running)."""
+        wakeup = self._wakeup
+        if wakeup is not None:
+            with contextlib.suppress(OSError):  # full (a wakeup is pending) or closed (ended)
+                wakeup[1].send(b"\0")
 
 
 class BaseServer:
@@ -84,18 +97,64 @@ class BaseServer:
     The hooks keep the standard library's names and order: ``get_request``,
     ``verify_request``, ``process_request``, ``finish_request``, ``shutdown_request``,
     ``close_request``, ``handle_error``, ``handle_timeout``, ``service_actions``.
+
+    Beyond the standard library, each of these is a class attribute that the keyword of the
+    same name overrides for one server (None: no limit):
+
+    - *concurrency*: a strategy from ``netserve.strategies`` (e.g. ``ThreadPool(32)``) that
+      runs the requests; None runs them inline, one at a time, as ``TCPServer`` always did.
+    - *max_connections*, *max_connections_per_ip*: connections open at once, in all and from
+      one IP address; more are closed at once (after ``busy_message``), counted in
+      ``refused`` and logged at most once a second per reason. ``verify_request()`` is asked
+      only about connections within the limits.
+    - *idle_timeout*: seconds a connection may go without the client sending (or reading)
+      anything before it is closed, with a log line rather than a traceback.
+    - *drain_timeout*: how long ``server_close()`` lets requests in flight finish before it
+      closes their connections (None: wait as long as they take).
     """
 
     timeout: float | None = None
     socket: _Socket  # set by TCPServer and the subclasses that own a socket
+    max_connections: int | None = None
+    max_connections_per_ip: int | None = None
+    idle_timeout: float | None = None
+    drain_timeout: float | None = None
+    block_on_close: bool = True
+    #: Sent, if not empty, to a client refused for a limit or a full pool, before closing.
+    busy_message: bytes = b""
 
-    def __init__(self, server_address: Address, RequestHandlerClass: RequestHandlerFactory) -> None:
+    def __init__(
+        self,
+        server_address: Address,
+        RequestHandlerClass: RequestHandlerFactory,
+        *,
+        concurrency: ConcurrencyStrategy | None = None,
+        max_connections: int | None = None,
+        max_connections_per_ip: int | None = None,
+        idle_timeout: float | None = None,
+        drain_timeout: float | None = None,
+    ) -> None:
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
+        for name, value in (
+            ("max_connections", max_connections),
+            ("max_connections_per_ip", max_connections_per_ip),
+            ("idle_timeout", idle_timeout),
+            ("drain_timeout", drain_timeout),
+        ):
+            if value is not None:
+                setattr(self, name, value)
         self._loop_control = _LoopControl()
         self._accept_policy = AcceptErrorPolicy()
         self._accept_paused_until = 0.0
-        self._concurrency: ConcurrencyStrategy | None = self._make_concurrency()
+        self._refusal_log = RateLimitedLog(interval=1.0)
+        #: How many connections were refused, by reason ("max_connections", "busy", ...).
+        self.refused: Counter[str] = Counter()
+        self._connections = ConnectionRegistry(self.max_connections, self.max_connections_per_ip)
+        self._concurrency = concurrency if concurrency is not None else self._make_concurrency()
+        self._concurrency_closed = False
+        if self._concurrency is not None:
+            self._concurrency.on_capacity(self._loop_control.wake)
 
     def _make_concurrency(self) -> ConcurrencyStrategy | None:
         """The strategy that runs requests; None runs each one inline, in the serving thread."""
@@ -123,13 +182,13 @@ class BaseServer:
         wakeup = control.begin()
         try:
             with _ServerSelector() as selector:
-                selector.register(self, selectors.EVENT_READ)
                 selector.register(wakeup, selectors.EVENT_READ)
-                accepting = True
+                accepting = False
                 while not control.stop_requested:
                     pause = self._accept_paused_until - time.monotonic()
-                    if (pause > 0) == accepting:
-                        accepting = not accepting
+                    can_accept = pause <= 0 and self._has_capacity()
+                    if can_accept != accepting:
+                        accepting = can_accept
                         if accepting:
                             selector.register(self, selectors.EVENT_READ)
                         else:
@@ -138,22 +197,65 @@ class BaseServer:
                     ready = selector.select(timeout)
                     if control.stop_requested:
                         break
-                    if any(key.fileobj is self for key, _ in ready):
-                        self._handle_request_noblock()
+                    for key, _ in ready:
+                        if key.fileobj is self:
+                            self._handle_request_noblock()
+                        else:
+                            _drain_wakeups(wakeup)
                     self.service_actions()
         finally:
             control.end()
 
-    def shutdown(self) -> None:
+    def _has_capacity(self) -> bool:
+        return self._concurrency is None or self._concurrency.has_capacity()
+
+    def shutdown(self, *, drain_timeout: float | None = None) -> None:
         """Stop ``serve_forever()`` and wait until it has returned.
 
         Called from the thread that runs ``serve_forever()`` (from a handler of a server that
         serves inline), it only asks the loop to stop and returns, instead of deadlocking.
+        With *drain_timeout*, also wait up to that many seconds for the requests in flight to
+        finish, then close the connections of those still running (each with a log line).
         """
         control = self._loop_control
         control.request_stop()
         if control.serving_thread != threading.get_ident():
             control.stopped.wait()
+        if drain_timeout is not None:
+            self._finish_in_flight(drain_timeout)
+
+    def _finish_in_flight(self, timeout: float | None) -> None:
+        """Let requests in flight finish within *timeout* seconds (None: no limit), then shut
+        the connections of the rest so that their handlers end."""
+        strategy = self._concurrency
+        if strategy is None:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if strategy.drain(deadline):
+            return
+        for conn, client_address in self._connections.snapshot():
+            logger.warning(
+                "closing connection from %s: still open %.1f s after the server began to stop",
+                format_address(client_address),
+                timeout,
+            )
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if not strategy.drain(time.monotonic() + FORCED_CLOSE_GRACE):
+            logger.warning(
+                "requests still running %.1f s after their connections were closed",
+                FORCED_CLOSE_GRACE,
+            )
+
+    def _close_concurrency(self) -> None:
+        """Finish (per ``block_on_close`` and ``drain_timeout``) and close the strategy, once."""
+        strategy = self._concurrency
+        if strategy is None or self._concurrency_closed:
+            return
+        self._concurrency_closed = True
+        if self.block_on_close:
+            self._finish_in_flight(self.drain_timeout)
+        strategy.close()
 
     def service_actions(self) -> None:
         """Called by ``serve_forever()`` on every turn of its loop; may be overridden."""
@@ -184,17 +286,58 @@ class BaseServer:
             if pause:
                 self._accept_paused_until = time.monotonic() + pause
             return
+        if isinstance(request, socket.socket) and not self._admit(request, client_address):
+            return
         if self.verify_request(request, client_address):
             try:
                 self.process_request(request, client_address)
             except Exception:
-                self.handle_error(request, client_address)
+                self._report_error(request, client_address)
                 self.shutdown_request(request)
             except BaseException:
                 self.shutdown_request(request)
                 raise
         else:
             self.shutdown_request(request)
+
+    def _admit(self, conn: _Socket, client_address: ClientAddress) -> bool:
+        """Apply the connection limits and ``idle_timeout``; refuse and close if over."""
+        reason = self._connections.admit(conn, client_address)
+        if reason is not None:
+            self._refuse(conn, client_address, reason)
+            return False
+        if self.idle_timeout is not None:
+            conn.settimeout(self.idle_timeout)
+        return True
+
+    def _refuse(self, request: Any, client_address: ClientAddress, reason: str) -> None:
+        """Close a request the server will not serve: busy message, count, rate-limited log."""
+        self.refused[reason] += 1
+        self._refusal_log.log(
+            logging.WARNING,
+            reason,
+            "refused connection from %s: %s (%d refused so far)",
+            format_address(client_address),
+            reason,
+            self.refused[reason],
+        )
+        if self.busy_message and isinstance(request, socket.socket):
+            with contextlib.suppress(OSError):
+                request.setblocking(False)  # never wait on a client we are turning away
+                request.send(self.busy_message)
+        self.shutdown_request(request)
+
+    def _report_error(self, request: Any, client_address: ClientAddress) -> None:
+        """From an ``except`` block: an idle timeout gets a log line, anything else goes to
+        ``handle_error()``."""
+        if self.idle_timeout is not None and isinstance(sys.exc_info()[1], TimeoutError):
+            logger.info(
+                "closed connection from %s: idle for %.1f s",
+                format_address(client_address),
+                self.idle_timeout,
+            )
+            return
+        self.handle_error(request, client_address)
 
     def handle_timeout(self) -> None:
         """Called when ``handle_request()`` times out; may be overridden."""
@@ -204,12 +347,34 @@ class BaseServer:
         return True
 
     def process_request(self, request: Any, client_address: ClientAddress) -> None:
-        """Serve the request: here, inline, then shut it down. Mixins override this."""
-        self.finish_request(request, client_address)
-        self.shutdown_request(request)
+        """Serve the request: with the server's concurrency strategy if it has one, else
+        inline (then shut it down), as the standard library does."""
+        if self._concurrency is None:
+            self.finish_request(request, client_address)
+            self.shutdown_request(request)
+            return
+        self._submit(request, client_address, lambda: self._serve_guarded(request, client_address))
+
+    def _submit(
+        self, request: Any, client_address: ClientAddress, serve: Callable[[], object]
+    ) -> None:
+        """Hand *serve* to the strategy; refuse the request if it has no room."""
+        assert self._concurrency is not None
+        if not self._concurrency.submit(request, serve):
+            self._refuse(request, client_address, "busy")
+
+    def _serve_guarded(self, request: Any, client_address: ClientAddress) -> None:
+        """Serve one request off the accepting thread: errors reported, request shut down."""
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self._report_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
 
     def server_close(self) -> None:
-        """Clean up the server; may be overridden."""
+        """Clean up the server: finish and close the concurrency strategy, if any."""
+        self._close_concurrency()
 
     def finish_request(self, request: Any, client_address: ClientAddress) -> None:
         """Serve the request by instantiating ``RequestHandlerClass``."""
@@ -237,16 +402,18 @@ class BaseServer:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *args: object) -> None:
         self.server_close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {format_address(self.server_address)}>"
+
+
+def _drain_wakeups(wakeup: socket.socket) -> None:
+    """Read the wakeup bytes so that the next ``select()`` waits again."""
+    with contextlib.suppress(BlockingIOError):
+        while wakeup.recv(4096):
+            pass
 
 
 def _min_timeout(a: float | None, b: float | None) -> float | None:
@@ -274,8 +441,23 @@ class TCPServer(BaseServer):
         server_address: Address,
         RequestHandlerClass: RequestHandlerFactory,
         bind_and_activate: bool = True,
+        *,
+        concurrency: ConcurrencyStrategy | None = None,
+        max_connections: int | None = None,
+        max_connections_per_ip: int | None = None,
+        idle_timeout: float | None = None,
+        drain_timeout: float | None = None,
     ) -> None:
-        BaseServer.__init__(self, server_address, RequestHandlerClass)
+        BaseServer.__init__(
+            self,
+            server_address,
+            RequestHandlerClass,
+            concurrency=concurrency,
+            max_connections=max_connections,
+            max_connections_per_ip=max_connections_per_ip,
+            idle_timeout=idle_timeout,
+            drain_timeout=drain_timeout,
+        )
         self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
             try:
@@ -299,7 +481,9 @@ class TCPServer(BaseServer):
         self.socket.listen(self.request_queue_size)
 
     def server_close(self) -> None:
+        """Close the listening socket, then finish and close the concurrency strategy."""
         self.socket.close()
+        BaseServer.server_close(self)
 
     def fileno(self) -> int:
         """The listening socket's descriptor, for selectors."""
@@ -315,6 +499,7 @@ class TCPServer(BaseServer):
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:
+        self._connections.release(request)
         request.close()
 
 

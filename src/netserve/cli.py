@@ -26,6 +26,8 @@ __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main"]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
+_TOP_LEVEL_FLAGS = ("-h", "--help", "--version")
+
 #: How long ``netserve client`` waits for a reply before giving up.
 CLIENT_TIMEOUT = 10.0
 
@@ -90,9 +92,10 @@ def _config_from(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["serve", *(argv or [])])
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not words or (words[0].startswith("-") and words[0] not in _TOP_LEVEL_FLAGS):
+        words.insert(0, "serve")  # `netserve --bind ...` means `netserve serve --bind ...`
+    args = parser.parse_args(words)
     try:
         if args.command == "client":
             return _client(args.address, args.message, args.timeout, sys.stdin, sys.stdout)
@@ -133,7 +136,7 @@ def _client(
                 sock.sendall(line.encode() + b"\n")
                 reply = replies.readline()
                 if not reply:
-                    print("netserve: the server closed the connection", file=sys.stderr)
+                    print("netserve: error: the server closed the connection", file=sys.stderr)
                     return EXIT_RUNTIME
                 stdout.write(reply.decode(errors="replace").rstrip("\n") + "\n")
                 stdout.flush()

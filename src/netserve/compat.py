@@ -63,21 +63,19 @@ class ThreadingMixIn(_MixinBase):
         try:
             self.finish_request(request, client_address)
         except Exception:
-            self.handle_error(request, client_address)
+            self._report_error(request, client_address)
         finally:
             self.shutdown_request(request)
 
     def process_request(self, request: Any, client_address: ClientAddress) -> None:
-        self._thread_strategy.submit(
-            request, lambda: self.process_request_thread(request, client_address)
+        self._submit(
+            request, client_address, lambda: self.process_request_thread(request, client_address)
         )
 
     def server_close(self) -> None:
         """Close the server, then (with ``block_on_close``) wait for the threads serving."""
         super().server_close()
-        if self.block_on_close:
-            self._thread_strategy.drain(deadline=None)
-        self._thread_strategy.close()
+        self._close_concurrency()
 
 
 class ForkingMixIn(_MixinBase):
@@ -105,6 +103,12 @@ class ForkingMixIn(_MixinBase):
         strategy = self._fork_strategy
         return strategy.children if strategy.has_forked else None
 
+    @active_children.setter
+    def active_children(self, pids: set[int] | None) -> None:
+        strategy = self._fork_strategy
+        strategy.children = set() if pids is None else pids
+        strategy.has_forked = pids is not None
+
     def collect_children(self, *, blocking: bool = False) -> None:
         """Reap children that have exited, after waiting until fewer than ``max_children``
         are alive; with *blocking*, wait for all of them."""
@@ -118,8 +122,8 @@ class ForkingMixIn(_MixinBase):
 
     def process_request(self, request: Any, client_address: ClientAddress) -> None:
         """Fork; the child serves the request and exits, the parent closes its copy."""
-        self._fork_strategy.submit(
-            request, lambda: self._process_request_in_child(request, client_address)
+        self._submit(
+            request, client_address, lambda: self._process_request_in_child(request, client_address)
         )
         self.close_request(request)
 
@@ -135,6 +139,7 @@ class ForkingMixIn(_MixinBase):
     def server_close(self) -> None:
         """Close the server, then reap the children (waiting for all with block_on_close)."""
         super().server_close()
+        self._close_concurrency()
         self.collect_children(blocking=self.block_on_close)
 
 

@@ -54,7 +54,10 @@ class Config:
             raise ConfigError(f"handler: expected MODULE:CLASS, got {self.handler!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}")
-        self.endpoints()  # raises ConfigError for a bad address
+        try:
+            self.endpoints()
+        except ConfigError as exc:
+            raise ConfigError(f"bind: {exc}") from None
 
     def endpoints(self) -> list[Endpoint]:
         """The parsed ``bind`` addresses."""

@@ -2,6 +2,7 @@
 
 from ._base import ConcurrencyStrategy
 from .forks import ForkPerRequest
+from .pool import Overflow, ThreadPool
 from .threads import ThreadPerRequest
 
-__all__ = ["ConcurrencyStrategy", "ForkPerRequest", "ThreadPerRequest"]
+__all__ = ["ConcurrencyStrategy", "ForkPerRequest", "Overflow", "ThreadPerRequest", "ThreadPool"]

@@ -16,8 +16,15 @@ class ConcurrencyStrategy(Protocol):
     when that callable runs. Strategies know nothing of sockets or signals.
     """
 
-    def submit(self, request: object, serve: Callable[[], object]) -> None:
-        """Arrange for ``serve()`` to run for *request*."""
+    def submit(self, request: object, serve: Callable[[], object]) -> bool:
+        """Arrange for ``serve()`` to run for *request*; False if the strategy has no room
+        for it (``serve`` will not run; the caller refuses the request)."""
+
+    def has_capacity(self) -> bool:
+        """False while the server should stop accepting (the strategy is full and waits)."""
+
+    def on_capacity(self, callback: Callable[[], None]) -> None:
+        """Have *callback* called, from any thread, whenever capacity may have come back."""
 
     def drain(self, deadline: float | None) -> bool:
         """Wait until every submitted request is done, or until the ``time.monotonic()``

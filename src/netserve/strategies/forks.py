@@ -28,7 +28,7 @@ class ForkPerRequest:
         self.children: set[int] = set()
         self.has_forked = False
 
-    def submit(self, request: object, serve: Callable[[], object]) -> None:
+    def submit(self, request: object, serve: Callable[[], object]) -> bool:
         pid = os.fork()
         if pid == 0:
             status = 1
@@ -39,6 +39,7 @@ class ForkPerRequest:
                 os._exit(status)
         self.has_forked = True
         self.children.add(pid)
+        return True
 
     def collect(self, *, blocking: bool = False) -> None:
         """Reap exited children; first wait until fewer than ``max_children`` are alive.
@@ -49,6 +50,12 @@ class ForkPerRequest:
             self._wait_for_any(timeout=None)
         for pid in list(self.children):
             self._reap(pid, blocking=blocking)
+
+    def has_capacity(self) -> bool:
+        return True
+
+    def on_capacity(self, callback: Callable[[], None]) -> None:
+        """Never called: this strategy is never full."""
 
     def drain(self, deadline: float | None) -> bool:
         while self.children:

@@ -15,6 +15,8 @@ class ThreadPerRequest:
     *daemon* is asked at each ``submit`` whether the new thread is a daemon thread (so a
     server's ``daemon_threads`` can change at any time, as in the standard library). An
     exception that escapes ``serve`` goes to ``threading.excepthook`` as in any thread.
+    ``drain`` waits for the non-daemon threads only, as ``server_close()`` does in the
+    standard library: daemon threads are by definition not waited for.
     """
 
     def __init__(self, daemon: Callable[[], bool] = lambda: False) -> None:
@@ -29,7 +31,7 @@ class ThreadPerRequest:
         with self._lock:
             return list(self._live)
 
-    def submit(self, request: object, serve: Callable[[], object]) -> None:
+    def submit(self, request: object, serve: Callable[[], object]) -> bool:
         thread = threading.Thread(target=self._run, args=(serve,), daemon=self._daemon())
         with self._lock:
             self._live.add(thread)
@@ -38,6 +40,7 @@ class ThreadPerRequest:
         except BaseException:
             self._forget(thread)
             raise
+        return True
 
     def _run(self, serve: Callable[[], object]) -> None:
         try:
@@ -48,12 +51,21 @@ class ThreadPerRequest:
     def _forget(self, thread: threading.Thread) -> None:
         with self._lock:
             self._live.discard(thread)
-            if not self._live:
-                self._all_done.notify_all()
+            self._all_done.notify_all()
+
+    def _waited_for(self) -> bool:
+        """Whether a thread that drain() waits for is alive (daemon threads are not)."""
+        return any(not thread.daemon for thread in self._live)
+
+    def has_capacity(self) -> bool:
+        return True
+
+    def on_capacity(self, callback: Callable[[], None]) -> None:
+        """Never called: this strategy is never full."""
 
     def drain(self, deadline: float | None) -> bool:
         with self._lock:
-            while self._live:
+            while self._waited_for():
                 timeout = None if deadline is None else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
                     return False
