@@ -6,7 +6,9 @@ everything public is re-exported here, from small private modules.
 
 from ._errors import BindError, ConfigError, HandlerImportError, NetserveError, ProtocolError
 from ._handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from ._runner import serve
 from ._server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
+from ._version import __version__ as __version__
 from .compat import (
     ForkingMixIn,
     ForkingTCPServer,
@@ -18,10 +20,14 @@ from .compat import (
     ThreadingUDPServer,
     ThreadingUnixDatagramServer,
     ThreadingUnixStreamServer,
+    ThreadPoolMixIn,
+    ThreadPoolTCPServer,
+    ThreadPoolUDPServer,
+    ThreadPoolUnixDatagramServer,
+    ThreadPoolUnixStreamServer,
 )
 from .config import Config
-
-__version__ = "0.1.0"
+from .strategies import ForkPerRequest, ThreadPerRequest, ThreadPool
 
 __all__ = [
     "BaseRequestHandler",
@@ -30,6 +36,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DatagramRequestHandler",
+    "ForkPerRequest",
     "ForkingMixIn",
     "ForkingTCPServer",
     "ForkingUDPServer",
@@ -40,6 +47,13 @@ __all__ = [
     "ProtocolError",
     "StreamRequestHandler",
     "TCPServer",
+    "ThreadPerRequest",
+    "ThreadPool",
+    "ThreadPoolMixIn",
+    "ThreadPoolTCPServer",
+    "ThreadPoolUDPServer",
+    "ThreadPoolUnixDatagramServer",
+    "ThreadPoolUnixStreamServer",
     "ThreadingMixIn",
     "ThreadingTCPServer",
     "ThreadingUDPServer",
@@ -48,6 +62,7 @@ __all__ = [
     "UDPServer",
     "UnixDatagramServer",
     "UnixStreamServer",
+    "serve",
 ]
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socket
 import threading
+import weakref
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from ._types import ClientAddress
@@ -12,19 +14,32 @@ from ._types import ClientAddress
 __all__ = ["ConnectionRegistry"]
 
 
+@dataclass
+class _Entry:
+    conn: weakref.ref[socket.socket]
+    client_address: ClientAddress
+    ip: str | None
+    finalizer: weakref.finalize[Any, Any]
+
+
 class ConnectionRegistry:
     """Admits connections within ``max_total`` and ``max_per_ip`` (None: no limit) and keeps
-    the admitted ones until they are released, so a stopping server can close what is left.
+    track of the admitted ones, so a stopping server can close what is left.
 
-    Thread-safe: admissions happen in the accepting thread, releases in whichever thread
-    closes the connection.
+    A connection counts until ``release()`` (the server calls it from ``close_request()``),
+    until its socket object is garbage-collected, or, when a limit is reached, until its
+    socket is found closed; so a subclass that overrides ``close_request()`` or
+    ``shutdown_request()`` without calling the base class leaks nothing. The registry holds
+    no strong reference to a connection. Thread-safe.
     """
 
     def __init__(self, max_total: int | None = None, max_per_ip: int | None = None) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
-        self._lock = threading.Lock()
-        self._open: dict[socket.socket, tuple[ClientAddress, str | None]] = {}
+        # re-entrant: a socket may be garbage-collected, running its finalizer (which takes
+        # the lock), while this thread holds the lock
+        self._lock = threading.RLock()
+        self._open: dict[int, _Entry] = {}
         self._per_ip: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -34,30 +49,62 @@ class ConnectionRegistry:
         """Register *conn*, or return why it is refused (and do not register it)."""
         ip = _ip_of(client_address)
         with self._lock:
-            if self.max_total is not None and len(self._open) >= self.max_total:
-                return "max_connections"
-            if ip is not None and self.max_per_ip is not None:
-                if self._per_ip[ip] >= self.max_per_ip:
-                    return "max_connections_per_ip"
+            reason = self._over_limit(ip)
+            if reason is not None:
+                self._forget_closed()
+                reason = self._over_limit(ip)
+                if reason is not None:
+                    return reason
+            if ip is not None:
                 self._per_ip[ip] += 1
-            self._open[conn] = (client_address, ip)
+            key = id(conn)
+            finalizer = weakref.finalize(conn, self._release_key, key)
+            self._open[key] = _Entry(weakref.ref(conn), client_address, ip, finalizer)
+        return None
+
+    def _over_limit(self, ip: str | None) -> str | None:
+        if self.max_total is not None and len(self._open) >= self.max_total:
+            return "max_connections"
+        if ip is not None and self.max_per_ip is not None and self._per_ip[ip] >= self.max_per_ip:
+            return "max_connections_per_ip"
         return None
 
     def release(self, conn: Any) -> None:
         """Forget *conn*; a connection never admitted (or released already) is ignored."""
         with self._lock:
-            entry = self._open.pop(conn, None)
-            if entry is None or entry[1] is None:
-                return
-            ip = entry[1]
-            self._per_ip[ip] -= 1
-            if not self._per_ip[ip]:
-                del self._per_ip[ip]
+            entry = self._open.get(id(conn))
+            if entry is not None and entry.conn() is conn:
+                self._remove(id(conn))
+
+    def _release_key(self, key: int) -> None:
+        with self._lock:
+            self._remove(key)
+
+    def _remove(self, key: int) -> None:
+        """Drop one entry; the caller holds the lock."""
+        entry = self._open.pop(key, None)
+        if entry is None:
+            return
+        entry.finalizer.detach()
+        if entry.ip is not None:
+            self._per_ip[entry.ip] -= 1
+            if not self._per_ip[entry.ip]:
+                del self._per_ip[entry.ip]
+
+    def _forget_closed(self) -> None:
+        """Drop entries whose socket was closed without ``release()``; the caller holds the lock."""
+        for key in [key for key, entry in self._open.items() if _is_closed(entry.conn())]:
+            self._remove(key)
 
     def snapshot(self) -> list[tuple[socket.socket, ClientAddress]]:
         """The connections open now, with their client addresses."""
         with self._lock:
-            return [(conn, entry[0]) for conn, entry in self._open.items()]
+            entries = [(entry.conn(), entry.client_address) for entry in self._open.values()]
+        return [(conn, address) for conn, address in entries if not _is_closed(conn)]
+
+
+def _is_closed(conn: socket.socket | None) -> bool:
+    return conn is None or conn.fileno() == -1
 
 
 def _ip_of(client_address: ClientAddress) -> str | None:

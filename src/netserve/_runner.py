@@ -1,7 +1,8 @@
-"""Assembling servers from a ``Config`` and running several of them until told to stop.
+"""Running a handler from a ``Config``: listeners, servers, a process or supervised workers.
 
-This is what ``netserve serve`` runs; it raises and logs, and leaves exit codes and signal
-handlers to the CLI.
+``serve()`` is what ``netserve serve`` runs, and the programmatic way to run a handler in
+production. It raises (``BindError``, ``HandlerImportError``, ``ConfigError``) and logs;
+exit codes belong to the CLI.
 """
 
 from __future__ import annotations
@@ -10,38 +11,62 @@ import contextlib
 import errno
 import importlib
 import os
+import signal
 import socket
 import stat
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import BindError, ConfigError, HandlerImportError
 from ._handlers import BaseRequestHandler, StreamRequestHandler
 from ._listeners import Endpoint, format_address
 from ._log import logger
-from ._server import BaseServer, TCPServer, UDPServer
+from ._server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 from ._types import ClientAddress, RequestHandlerFactory
-from .compat import (
-    ThreadingTCPServer,
-    ThreadingUDPServer,
-    ThreadingUnixDatagramServer,
-    ThreadingUnixStreamServer,
-)
-from .config import Config
+from ._version import __version__ as _version
+from .config import DEFAULT_HANDLER, Config
+from .strategies import ConcurrencyStrategy, Overflow, ThreadPerRequest, ThreadPool
 
-__all__ = ["ServerGroup", "build_servers", "close_server", "load_handler"]
+if TYPE_CHECKING:
+    from .supervisor import Worker
+
+__all__ = [
+    "Listener",
+    "ServerGroup",
+    "build_servers",
+    "close_server",
+    "load_handler",
+    "open_listeners",
+    "run",
+    "serve",
+]
 
 #: Listen backlog: the stdlib's 5 refuses connections under any burst; the kernel caps this
 #: at net.core.somaxconn anyway.
 LISTEN_BACKLOG = 1024
 
+#: How often an idle serve loop runs its service actions (and a worker's heartbeat).
+POLL_INTERVAL = 0.5
 
-def load_handler(spec: str) -> type[BaseRequestHandler]:
+
+def load_handler(spec: str | type) -> type[BaseRequestHandler]:
     """Import ``MODULE:CLASS`` and check that it names a request handler class.
 
     Raises ``HandlerImportError`` saying what failed (the module, the name, or the kind).
     """
+    handler: object = spec
+    if isinstance(spec, str):
+        handler = _import(spec)
+    if not (isinstance(handler, type) and issubclass(handler, BaseRequestHandler)):
+        raise HandlerImportError(f"{spec} is not a netserve.BaseRequestHandler subclass")
+    return handler
+
+
+def _import(spec: str) -> object:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise HandlerImportError(f"{spec!r} is not of the form MODULE:HANDLER")
@@ -55,51 +80,50 @@ def load_handler(spec: str) -> type[BaseRequestHandler]:
             handler = getattr(handler, part)
     except AttributeError:
         raise HandlerImportError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not (isinstance(handler, type) and issubclass(handler, BaseRequestHandler)):
-        raise HandlerImportError(f"{spec} is not a netserve.BaseRequestHandler subclass")
     return handler
 
 
-def _server_class(endpoint: Endpoint, udp: bool) -> type[TCPServer]:
-    """A thread-per-request server class for the endpoint's family and kind."""
+@dataclass(frozen=True)
+class Listener:
+    """A bound (and, for streams, listening) socket and the endpoint it was opened for."""
+
+    endpoint: Endpoint
+    socket: socket.socket
+
+
+def open_listeners(config: Config) -> list[Listener]:
+    """Bind every ``config.bind`` address; all or none.
+
+    Raises ``BindError`` naming the address when one cannot be bound; the sockets already
+    bound are closed (and their Unix socket files removed) first.
+    """
+    listeners: list[Listener] = []
+    try:
+        for endpoint in config.endpoints():
+            listeners.append(Listener(endpoint, _open(endpoint, config.udp)))
+    except BaseException:
+        for listener in listeners:
+            _close_listener(listener.socket)
+        raise
+    return listeners
+
+
+def _open(endpoint: Endpoint, udp: bool) -> socket.socket:
     if endpoint.family == socket.AF_UNIX:
-        base: type[TCPServer] = ThreadingUnixDatagramServer if udp else ThreadingUnixStreamServer
-    else:
-        base = ThreadingUDPServer if udp else ThreadingTCPServer
-    attrs = {
-        "address_family": endpoint.family,
-        "allow_reuse_address": not udp and endpoint.family != socket.AF_UNIX,
-        "request_queue_size": LISTEN_BACKLOG,
-        "daemon_threads": True,  # a fast stop must not wait for clients that stay connected
-        "block_on_close": False,
-    }
-    return type(base.__name__, (base,), attrs)
-
-
-def _logged(handler: RequestHandlerFactory) -> RequestHandlerFactory:
-    """Wrap *handler* so that each request ends with one log line: client and duration."""
-
-    def serve_and_log(request: Any, client_address: ClientAddress, server: BaseServer) -> None:
-        started = time.monotonic()
-        outcome = "failed"
-        try:
-            handler(request, client_address, server)
-            outcome = "closed"
-        finally:
-            logger.info(
-                "%s %s after %.1f ms",
-                _peer(request, client_address),
-                outcome,
-                (time.monotonic() - started) * 1000,
-            )
-
-    return serve_and_log
-
-
-def _peer(request: Any, client_address: ClientAddress) -> str:
-    if isinstance(request, socket.socket) and request.family == socket.AF_UNIX:
-        return "unix client"
-    return format_address(client_address)
+        _remove_stale_unix_socket(str(endpoint.address))
+    sock = socket.socket(endpoint.family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    try:
+        if not udp and endpoint.family != socket.AF_UNIX:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(endpoint.address)
+        if not udp:
+            sock.listen(LISTEN_BACKLOG)
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        code = getattr(exc, "errno", None) or errno.EINVAL
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise BindError(code, f"cannot listen on {endpoint}: {reason}") from exc
+    return sock
 
 
 def _remove_stale_unix_socket(path: str) -> None:
@@ -119,84 +143,176 @@ def _remove_stale_unix_socket(path: str) -> None:
             pass
 
 
-def build_servers(config: Config, handler: RequestHandlerFactory) -> list[TCPServer]:
-    """Bind one server per ``config.bind`` address; all or none.
-
-    Raises ``BindError`` naming the address when one cannot be bound; servers already bound
-    are closed first.
-    """
-    if config.udp and isinstance(handler, type) and issubclass(handler, StreamRequestHandler):
-        raise ConfigError(f"udp: {handler.__qualname__} is a stream handler; it cannot serve UDP")
-    servers: list[TCPServer] = []
-    try:
-        for endpoint in config.endpoints():
-            servers.append(_bind(endpoint, config.udp, _logged(handler)))
-    except BaseException:
-        for server in servers:
-            close_server(server)
-        raise
-    return servers
+def _close_listener(sock: socket.socket) -> None:
+    """Close a listening socket and remove its Unix socket file, if it has one."""
+    path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+    sock.close()
+    if path:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def close_server(server: TCPServer) -> None:
     """Close *server* and remove its Unix socket file, if it has one."""
+    path = server.server_address if server.address_family == socket.AF_UNIX else None
     server.server_close()
-    if server.address_family == socket.AF_UNIX:
+    if path:
         with contextlib.suppress(OSError):
-            os.unlink(str(server.server_address))
+            os.unlink(str(path))
 
 
-def _bind(endpoint: Endpoint, udp: bool, handler: RequestHandlerFactory) -> TCPServer:
-    if endpoint.family == socket.AF_UNIX:
-        _remove_stale_unix_socket(str(endpoint.address))
-    try:
-        return _server_class(endpoint, udp)(endpoint.address, handler)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise BindError(
-            exc.errno or errno.EINVAL, f"cannot listen on {endpoint}: {reason}"
-        ) from exc
-    except OverflowError as exc:
-        raise BindError(errno.EINVAL, f"cannot listen on {endpoint}: {exc}") from exc
+def _strategy(config: Config) -> ConcurrencyStrategy:
+    if config.threads:
+        return ThreadPool(config.threads, config.max_queued, cast(Overflow, config.overflow))
+    return ThreadPerRequest(daemon=lambda: True)
+
+
+_BASES: dict[tuple[bool, bool], type[TCPServer]] = {
+    (False, False): TCPServer,
+    (False, True): UDPServer,
+    (True, False): UnixStreamServer,
+    (True, True): UnixDatagramServer,
+}
+
+
+def _server_for(
+    listener: Listener,
+    handler: RequestHandlerFactory,
+    config: Config,
+    on_tick: Callable[[], None],
+) -> TCPServer:
+    """A server on the already bound *listener*, with its own strategy and the limits."""
+    base = _BASES[(listener.endpoint.family == socket.AF_UNIX, config.udp)]
+
+    def service_actions(server: TCPServer) -> None:
+        base.service_actions(server)
+        on_tick()
+
+    cls: type[TCPServer] = type(
+        base.__name__,
+        (base,),
+        {
+            "address_family": listener.endpoint.family,
+            "service_actions": service_actions,
+        },
+    )
+    server = cls(
+        listener.endpoint.address,
+        handler,
+        bind_and_activate=False,
+        concurrency=_strategy(config),
+        max_connections=config.max_connections,
+        max_connections_per_ip=config.max_connections_per_ip,
+        idle_timeout=config.idle_timeout,
+        drain_timeout=config.drain_timeout,
+    )
+    server.socket.close()
+    server.socket = listener.socket
+    server.server_address = listener.socket.getsockname()
+    return server
+
+
+def build_servers(
+    config: Config,
+    handler: RequestHandlerFactory,
+    listeners: list[Listener] | None = None,
+    on_tick: Callable[[], None] = lambda: None,
+    on_request: Callable[[], None] = lambda: None,
+) -> list[TCPServer]:
+    """One server per listener (opened from ``config.bind`` when not given), each with its
+    own pool of ``config.threads`` threads; each request ends with one log line."""
+    if config.udp and isinstance(handler, type) and issubclass(handler, StreamRequestHandler):
+        raise ConfigError(f"udp: {handler.__qualname__} is a stream handler; it cannot serve UDP")
+    if listeners is None:
+        listeners = open_listeners(config)
+    logged = _logged(handler, on_request)
+    return [_server_for(listener, logged, config, on_tick) for listener in listeners]
+
+
+def _logged(
+    handler: RequestHandlerFactory, on_request: Callable[[], None]
+) -> RequestHandlerFactory:
+    """Wrap *handler* so that each request ends with one log line: client and duration."""
+
+    def serve_and_log(request: Any, client_address: ClientAddress, server: BaseServer) -> None:
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            handler(request, client_address, server)
+            outcome = "closed"
+        finally:
+            on_request()
+            logger.info(
+                "%s %s after %.1f ms",
+                _peer(request, client_address),
+                outcome,
+                (time.monotonic() - started) * 1000,
+            )
+
+    return serve_and_log
+
+
+def _peer(request: Any, client_address: ClientAddress) -> str:
+    if isinstance(request, socket.socket) and request.family == socket.AF_UNIX:
+        return "unix client"
+    return format_address(client_address)
 
 
 class ServerGroup:
     """Several servers, each serving in its own thread, stopped together.
 
-    ``serve()`` blocks until ``stop()`` is called; then every server is shut down and closed,
-    and their Unix socket files are removed. ``stop()`` only writes a byte to a socket, so it
+    ``serve()`` blocks until ``stop()`` is called; then every server stops accepting and is
+    closed: after letting requests in flight finish (up to its ``drain_timeout``) for a
+    graceful stop, at once for a fast one. ``stop()`` only writes a byte to a socket, so it
     is safe from any thread and from a signal handler.
     """
 
-    def __init__(self, servers: list[TCPServer], label: str) -> None:
+    def __init__(self, servers: list[TCPServer], *, owns_socket_files: bool = True) -> None:
         self.servers = servers
-        self.label = label
+        self._owns_socket_files = owns_socket_files
         self._stop_reader, self._stop_writer = socket.socketpair()
         self._stop_writer.setblocking(False)
 
-    def stop(self) -> None:
-        """Ask ``serve()`` to return; returns at once."""
+    def stop(self, graceful: bool = True) -> None:
+        """Ask ``serve()`` to return; returns at once. The first request decides the kind."""
         with contextlib.suppress(OSError):  # full or closed: a stop is pending or done
-            self._stop_writer.send(b"\0")
+            self._stop_writer.send(b"G" if graceful else b"F")
 
-    def serve(self) -> None:
+    def serve(self, on_started: Callable[[], None] = lambda: None) -> None:
         threads = [
-            threading.Thread(target=server.serve_forever, name=f"serve {server!r}", daemon=True)
+            threading.Thread(
+                target=server.serve_forever,
+                args=(POLL_INTERVAL,),
+                name=f"serve {server!r}",
+                daemon=True,
+            )
             for server in self.servers
         ]
+        graceful = True
         try:
             for thread in threads:
                 thread.start()
-            for server in self.servers:
-                logger.info("serving %s on %s", self.label, _describe(server))
-            self._stop_reader.recv(1)
+            on_started()
+            graceful = self._stop_reader.recv(1) != b"F"
+            logger.info("stopping %s", "gracefully" if graceful else "now")
             for server in self.servers:
                 server.shutdown()
         finally:
-            for server in self.servers:
-                close_server(server)
+            self._close_all(graceful)
             self._stop_reader.close()
             self._stop_writer.close()
+
+    def _close_all(self, graceful: bool) -> None:
+        """Close every server, draining them in parallel when *graceful*."""
+        closers = []
+        for server in self.servers:
+            server.block_on_close = graceful
+            close = close_server if self._owns_socket_files else type(server).server_close
+            closer = threading.Thread(target=close, args=(server,), daemon=True)
+            closer.start()
+            closers.append(closer)
+        for closer in closers:
+            closer.join()
 
 
 def _describe(server: TCPServer) -> str:
@@ -204,3 +320,113 @@ def _describe(server: TCPServer) -> str:
     if server.address_family == socket.AF_UNIX:
         kind = "unix"
     return f"{kind} {format_address(server.server_address)}"
+
+
+def _announce(servers: Iterable[TCPServer], config: Config) -> None:
+    for server in servers:
+        logger.info("serving %s on %s", config.handler_name, _describe(server))
+
+
+def serve(
+    handler: str | type = DEFAULT_HANDLER,
+    address: str | tuple[Any, ...] | list[str | tuple[Any, ...]] | None = None,
+    *,
+    install_signal_handlers: bool = True,
+    **options: Any,
+) -> int:
+    """Serve *handler* (a class, or ``"MODULE:CLASS"``) on *address* until stopped.
+
+    *address* is ``(host, port)``, ``"HOST:PORT"``, ``"unix:PATH"`` or a list of them;
+    *options* are ``Config`` fields (``threads``, ``workers``, ``max_connections``, ...).
+    With ``workers=0`` this process serves; otherwise it supervises that many pre-forked
+    worker processes. SIGTERM stops gracefully (requests in flight get ``drain_timeout``),
+    SIGINT at once. Returns the exit status to use (non-zero when workers could not boot).
+    """
+    if address is not None:
+        options["bind"] = _bind_texts(address)
+    return run(Config(handler=handler, **options), install_signal_handlers)
+
+
+def run(config: Config, install_signal_handlers: bool = True) -> int:
+    """Serve as *config* says until stopped; see ``serve()``."""
+    logger.info("netserve %s, pid %d: %s", _version, os.getpid(), config.describe())
+    if config.workers:
+        return _serve_with_workers(config)
+    servers = build_servers(config, load_handler(config.handler))
+    group = ServerGroup(servers)
+    _announce(servers, config)
+    with _signals_stop(group, install_signal_handlers):
+        group.serve()
+    return 0
+
+
+def _bind_texts(address: str | tuple[Any, ...] | list[str | tuple[Any, ...]]) -> tuple[str, ...]:
+    addresses = address if isinstance(address, list) else [address]
+    return tuple(a if isinstance(a, str) else format_address(a) for a in addresses)
+
+
+@contextlib.contextmanager
+def _signals_stop(group: ServerGroup, install: bool) -> Any:
+    """While in the block, SIGTERM stops *group* gracefully and SIGINT at once."""
+    if not install or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def graceful(signum: int, frame: FrameType | None) -> None:
+        group.stop(graceful=True)
+
+    def fast(signum: int, frame: FrameType | None) -> None:
+        group.stop(graceful=False)
+
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, graceful),
+        signal.SIGINT: signal.signal(signal.SIGINT, fast),
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _serve_with_workers(config: Config) -> int:
+    """Bind here, then supervise ``config.workers`` processes serving on those sockets."""
+    from .supervisor import Supervisor  # only the supervising process needs it
+
+    if not isinstance(config.handler, str):
+        load_handler(config.handler)  # a class: check it here, where the error is clear
+    listeners = open_listeners(config)
+    try:
+        supervisor = Supervisor(
+            _worker_target(config, listeners),
+            [listener.socket for listener in listeners],
+            workers=config.workers,
+            worker_timeout=config.worker_timeout,
+            max_requests=config.max_requests,
+            max_requests_jitter=config.max_requests_jitter,
+            graceful_timeout=config.drain_timeout,
+        )
+        for listener in listeners:
+            logger.info("listening on %s", listener.endpoint)
+        return supervisor.run()
+    finally:
+        for listener in listeners:
+            _close_listener(listener.socket)
+
+
+def _worker_target(
+    config: Config, listeners: list[Listener]
+) -> Callable[[list[socket.socket], Worker], None]:
+    """What each worker process runs: import the handler, serve the inherited sockets."""
+
+    def run(sockets: list[socket.socket], worker: Worker) -> None:
+        handler = load_handler(config.handler)  # HandlerImportError: the worker cannot boot
+        servers = build_servers(
+            config, handler, listeners, on_tick=worker.notify, on_request=worker.count_request
+        )
+        group = ServerGroup(servers, owns_socket_files=False)
+        _announce(servers, config)
+        worker.on_stop(lambda graceful: group.stop(graceful))
+        group.serve(on_started=worker.ready)
+
+    return run

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import socket
 import sys
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any, TextIO
 
-from . import __version__
 from ._errors import NetserveError
 from ._listeners import parse_endpoint
-from ._runner import ServerGroup, build_servers, load_handler
+from ._runner import run
+from ._version import __version__
 from .config import Config, options
 
 __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main"]
@@ -70,6 +68,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"help": option.help, "metavar": option.metavar}
         if option.choices:
             kwargs["choices"] = option.choices
+        if option.type is not None:
+            kwargs["type"] = option.type
         if option.positional:
             parser.add_argument(option.name, nargs="?", default=option.default, **kwargs)
         elif option.is_flag:
@@ -77,6 +77,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         elif option.repeatable:
             parser.add_argument(option.flag, dest=option.name, action="append", **kwargs)
         else:
+            kwargs["help"] += " (default: %(default)s)"
             parser.add_argument(option.flag, dest=option.name, default=option.default, **kwargs)
     parser.set_defaults(config_fields=[option.name for option in options()])
 
@@ -107,19 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(config: Config) -> int:
     logging.basicConfig(level=config.logging_level, format="%(asctime)s %(levelname)s %(message)s")
-    handler = load_handler(config.handler)
-    group = ServerGroup(build_servers(config, handler), label=config.handler)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        group.stop()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        group.serve()
-    finally:
-        for sig, handler_before in previous.items():
-            signal.signal(sig, handler_before)
-    return EXIT_OK
+    return run(config)
 
 
 def _client(

@@ -1,4 +1,5 @@
-"""The standard library's mixins and one-line server classes, as thin shims over strategies.
+"""The standard library's mixins and one-line server classes, as thin shims over strategies,
+and their bounded counterpart, ``ThreadPoolMixIn`` with the ``ThreadPool*`` servers.
 
 ``ThreadingMixIn`` and ``ForkingMixIn`` keep their stdlib attributes and hooks
 (``daemon_threads``, ``block_on_close``, ``process_request_thread``; ``max_children``,
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._server import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 from ._types import ClientAddress
-from .strategies import ConcurrencyStrategy, ForkPerRequest, ThreadPerRequest
+from .strategies import ConcurrencyStrategy, ForkPerRequest, Overflow, ThreadPerRequest, ThreadPool
 
 __all__ = [
     "ForkingMixIn",
@@ -21,6 +22,11 @@ __all__ = [
     "ForkingUDPServer",
     "ForkingUnixDatagramServer",
     "ForkingUnixStreamServer",
+    "ThreadPoolMixIn",
+    "ThreadPoolTCPServer",
+    "ThreadPoolUDPServer",
+    "ThreadPoolUnixDatagramServer",
+    "ThreadPoolUnixStreamServer",
     "ThreadingMixIn",
     "ThreadingTCPServer",
     "ThreadingUDPServer",
@@ -143,6 +149,26 @@ class ForkingMixIn(_MixinBase):
         self.collect_children(blocking=self.block_on_close)
 
 
+class ThreadPoolMixIn(_MixinBase):
+    """Serve requests on a bounded pool of threads started up front (not in the stdlib).
+
+    ``max_workers`` threads serve; up to ``max_queued`` accepted connections wait for one;
+    past that ``overflow`` decides: ``"reject"`` closes new connections at once (after
+    ``busy_message``), ``"wait"`` stops accepting until a thread is free. The class
+    attributes are read when the server is created; ``server_close()`` lets requests in
+    flight finish for up to ``drain_timeout`` seconds, then closes their connections.
+    Equivalent to ``TCPServer(..., concurrency=ThreadPool(...))``.
+    """
+
+    max_workers: int = 32
+    max_queued: int = 64
+    overflow: Overflow = "reject"
+    drain_timeout: float | None = 30.0
+
+    def _make_concurrency(self) -> ConcurrencyStrategy:
+        return ThreadPool(self.max_workers, self.max_queued, self.overflow)
+
+
 class ThreadingTCPServer(ThreadingMixIn, TCPServer):
     """A TCP server with a thread per request."""
 
@@ -157,6 +183,22 @@ class ThreadingUnixStreamServer(ThreadingMixIn, UnixStreamServer):
 
 class ThreadingUnixDatagramServer(ThreadingMixIn, UnixDatagramServer):
     """A Unix datagram server with a thread per datagram."""
+
+
+class ThreadPoolTCPServer(ThreadPoolMixIn, TCPServer):
+    """A TCP server with a bounded pool of threads."""
+
+
+class ThreadPoolUDPServer(ThreadPoolMixIn, UDPServer):
+    """A UDP server with a bounded pool of threads."""
+
+
+class ThreadPoolUnixStreamServer(ThreadPoolMixIn, UnixStreamServer):
+    """A Unix stream server with a bounded pool of threads."""
+
+
+class ThreadPoolUnixDatagramServer(ThreadPoolMixIn, UnixDatagramServer):
+    """A Unix datagram server with a bounded pool of threads."""
 
 
 class ForkingTCPServer(ForkingMixIn, TCPServer):

@@ -22,6 +22,16 @@ __all__ = ["DEFAULT_BIND", "DEFAULT_HANDLER", "Config", "Option", "options"]
 DEFAULT_BIND = "localhost:9999"
 DEFAULT_HANDLER = "netserve.demo:ReverseHandler"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+OVERFLOW_POLICIES = ("reject", "wait")
+#: Enough threads to keep a few cores busy with blocking handlers, few enough that a flood of
+#: connections cannot exhaust memory (each thread reserves a stack).
+DEFAULT_THREADS = 32
+#: Room for a burst of connections while every thread is busy.
+DEFAULT_MAX_QUEUED = 64
+#: Long enough for ordinary requests to finish on a graceful stop; short enough for deploys.
+DEFAULT_DRAIN_TIMEOUT = 30.0
+#: A serve loop checks in every half second; this much silence means it is stuck.
+DEFAULT_WORKER_TIMEOUT = 30.0
 
 
 def _option(default: Any, help: str, **cli: Any) -> Any:
@@ -33,7 +43,7 @@ def _option(default: Any, help: str, **cli: Any) -> Any:
 class Config:
     """Every option of a netserve server, checked on creation."""
 
-    handler: str = _option(
+    handler: str | type = _option(
         DEFAULT_HANDLER,
         "the request handler class to serve, as MODULE:CLASS",
         positional=True,
@@ -45,19 +55,88 @@ class Config:
         metavar="ADDRESS",
     )
     udp: bool = _option(False, "serve datagrams (UDP, or Unix datagram sockets) instead of streams")
+    threads: int = _option(
+        DEFAULT_THREADS,
+        "threads per process, started up front and reused; 0: a new thread per connection",
+        metavar="N",
+    )
+    max_queued: int = _option(
+        DEFAULT_MAX_QUEUED, "accepted connections that may wait for a free thread", metavar="N"
+    )
+    overflow: str = _option(
+        "reject",
+        "when threads and queue are full: reject (close new connections at once) or wait "
+        "(stop accepting; the kernel backlog holds them)",
+        choices=OVERFLOW_POLICIES,
+    )
+    max_connections: int | None = _option(
+        None, "connections open at once per process; more are refused", metavar="N", type=int
+    )
+    max_connections_per_ip: int | None = _option(
+        None, "connections open at once from one IP address", metavar="N", type=int
+    )
+    idle_timeout: float | None = _option(
+        None, "close a connection after this many seconds without traffic", metavar="S", type=float
+    )
+    drain_timeout: float = _option(
+        DEFAULT_DRAIN_TIMEOUT,
+        "on a graceful stop, seconds to let requests in flight finish",
+        metavar="S",
+    )
+    workers: int = _option(
+        0,
+        "worker processes, pre-forked and supervised; 0: serve in this process",
+        metavar="N",
+    )
+    worker_timeout: float = _option(
+        DEFAULT_WORKER_TIMEOUT,
+        "restart a worker whose serve loop has not checked in for this many seconds",
+        metavar="S",
+    )
+    max_requests: int = _option(
+        0, "recycle a worker after this many requests (0: never)", metavar="N"
+    )
+    max_requests_jitter: int = _option(
+        0,
+        "add up to this many to max_requests, per worker, so they do not recycle together",
+        metavar="N",
+    )
     log_level: str = _option("info", "how much to log", choices=LOG_LEVELS)
 
     def __post_init__(self) -> None:
         if not self.bind:
             raise ConfigError("bind: give at least one address to listen on")
-        if ":" not in self.handler:
+        if isinstance(self.handler, str) and ":" not in self.handler:
             raise ConfigError(f"handler: expected MODULE:CLASS, got {self.handler!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}")
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(f"overflow: expected one of {', '.join(OVERFLOW_POLICIES)}")
+        self._check_numbers()
         try:
             self.endpoints()
         except ConfigError as exc:
             raise ConfigError(f"bind: {exc}") from None
+
+    def _check_numbers(self) -> None:
+        at_least = {
+            "threads": 0,
+            "max_queued": 0,
+            "workers": 0,
+            "max_requests": 0,
+            "max_requests_jitter": 0,
+            "drain_timeout": 0,
+            "max_connections": 1,
+            "max_connections_per_ip": 1,
+        }
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"{name}: must be at least {low}, got {value}")
+        for name in ("idle_timeout", "worker_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name}: must be more than 0, got {value}")
 
     def endpoints(self) -> list[Endpoint]:
         """The parsed ``bind`` addresses."""
@@ -66,6 +145,44 @@ class Config:
     @property
     def logging_level(self) -> int:
         return logging.getLevelNamesMapping()[self.log_level.upper()]
+
+    @property
+    def handler_name(self) -> str:
+        """The handler as ``MODULE:CLASS``, for log lines."""
+        if isinstance(self.handler, str):
+            return self.handler
+        return f"{self.handler.__module__}:{self.handler.__qualname__}"
+
+    def describe(self) -> str:
+        """The mode and every limit in force, for the startup log line."""
+        if self.threads:
+            mode = (
+                f"thread pool of {self.threads} (queue {self.max_queued}, overflow {self.overflow})"
+            )
+        else:
+            mode = "a thread per connection"
+        processes = f"{self.workers} worker processes" if self.workers else "1 process"
+        limits = ", ".join(
+            f"{name}={_show(getattr(self, name))}"
+            for name in (
+                "max_connections",
+                "max_connections_per_ip",
+                "idle_timeout",
+                "drain_timeout",
+            )
+        )
+        if self.workers:
+            limits += (
+                f", worker_timeout={_show(self.worker_timeout)}, "
+                f"max_requests={_show(self.max_requests or None)}"
+            )
+        return f"{processes}, {mode}; {limits}"
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "none"
+    return f"{value:g}s" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -81,6 +198,7 @@ class Option:
     is_flag: bool
     metavar: str | None
     choices: tuple[str, ...] | None
+    type: type | None
 
 
 def options() -> Iterator[Option]:
@@ -99,4 +217,12 @@ def options() -> Iterator[Option]:
             is_flag=isinstance(default, bool),
             metavar=meta.get("metavar"),
             choices=meta.get("choices"),
+            type=meta.get("type") or _scalar_type(default),
         )
+
+
+def _scalar_type(default: object) -> type | None:
+    """The argparse type for a field with this default (None: strings, flags, lists)."""
+    if isinstance(default, bool) or not isinstance(default, int | float):
+        return None
+    return type(default)
