@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Self
@@ -153,6 +154,8 @@ class BaseServer:
         self._connections = ConnectionRegistry(self.max_connections, self.max_connections_per_ip)
         self._concurrency = concurrency if concurrency is not None else self._make_concurrency()
         self._concurrency_closed = False
+        #: Connections shut by a drain timeout: errors their handlers then hit are expected.
+        self._shut_by_server: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         if self._concurrency is not None:
             self._concurrency.on_capacity(self._loop_control.wake)
 
@@ -239,6 +242,7 @@ class BaseServer:
                 format_address(client_address),
                 timeout,
             )
+            self._shut_by_server.add(conn)
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
         if not strategy.drain(time.monotonic() + FORCED_CLOSE_GRACE):
@@ -330,6 +334,13 @@ class BaseServer:
     def _report_error(self, request: Any, client_address: ClientAddress) -> None:
         """From an ``except`` block: an idle timeout gets a log line, anything else goes to
         ``handle_error()``."""
+        if request in self._shut_by_server:
+            logger.info(
+                "request from %s ended with %r after the stopping server closed its connection",
+                format_address(client_address),
+                sys.exc_info()[1],
+            )
+            return
         if self.idle_timeout is not None and isinstance(sys.exc_info()[1], TimeoutError):
             logger.info(
                 "closed connection from %s: idle for %.1f s",

@@ -47,6 +47,9 @@ class ThreadPool:
         self.max_queued = max_queued
         self.overflow: Overflow = overflow
         self._lock = threading.Lock()
+        # two conditions on one lock, so that a new request wakes one idle worker rather than
+        # all of them, and a finished one wakes only drain() and waiting submit() calls
+        self._work_queued = threading.Condition(self._lock)
         self._changed = threading.Condition(self._lock)
         self._queue: deque[Callable[[], object]] = deque()
         self._busy = 0
@@ -90,14 +93,14 @@ class ThreadPool:
             if self._closing or self._full():
                 return False
             self._queue.append(serve)
-            self._changed.notify_all()
+            self._work_queued.notify()
             return True
 
     def _work(self) -> None:
         while True:
             with self._lock:
                 while not self._queue and not self._closing:
-                    self._changed.wait()
+                    self._work_queued.wait()
                 if not self._queue:
                     return
                 serve = self._queue.popleft()
@@ -131,6 +134,7 @@ class ThreadPool:
         """
         with self._lock:
             self._closing = True
+            self._work_queued.notify_all()
             self._changed.notify_all()
         deadline = time.monotonic() + _WORKER_JOIN_TIMEOUT
         for thread in self._threads:

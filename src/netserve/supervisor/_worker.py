@@ -253,9 +253,12 @@ class Worker:
     def _stop_thread_main(self) -> None:
         """Wait for stop requests and run the callbacks; watch for the parent's death."""
         while not self._closed:
-            ready, _, _ = select.select([self._wake_reader], [], [], ORPHAN_CHECK_INTERVAL)
-            if ready:
-                os.read(self._wake_reader, 4096)
+            try:
+                ready, _, _ = select.select([self._wake_reader], [], [], ORPHAN_CHECK_INTERVAL)
+                if ready:
+                    os.read(self._wake_reader, 4096)
+            except (OSError, ValueError):
+                return  # close() gave up waiting for a callback and closed the pipe
             if self._closed:
                 return
             if not self._stop_requested and self._parent_gone():

@@ -1,0 +1,143 @@
+"""ThreadPool: fixed workers started up front, a bounded queue, reject or wait on overflow."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from netserve import ConfigError
+from netserve.strategies import ThreadPool
+
+WAIT = 5.0
+
+
+def _blocker(started: threading.Semaphore, release: threading.Event) -> object:
+    def serve() -> None:
+        started.release()
+        release.wait(WAIT)
+
+    return serve
+
+
+def test_threads_start_up_front_and_are_reused() -> None:
+    before = threading.active_count()
+    pool = ThreadPool(max_workers=4, max_queued=0)
+    try:
+        assert threading.active_count() == before + 4
+        names: set[str] = set()
+        for _ in range(40):
+            assert pool.submit(None, lambda: names.add(threading.current_thread().name))
+            assert pool.drain(time.monotonic() + WAIT)
+        assert threading.active_count() == before + 4
+        assert 1 <= len(names) <= 4
+    finally:
+        pool.close()
+    assert threading.active_count() == before
+
+
+def test_reject_when_workers_and_queue_are_full() -> None:
+    pool = ThreadPool(max_workers=2, max_queued=1, overflow="reject")
+    started, release = threading.Semaphore(0), threading.Event()
+    try:
+        for _ in range(2):
+            assert pool.submit(None, _blocker(started, release))
+        for _ in range(2):
+            assert started.acquire(timeout=WAIT)
+        assert pool.submit(None, lambda: None)  # queued
+        assert pool.in_flight == 3
+        assert pool.submit(None, lambda: None) is False
+        assert pool.has_capacity()  # "reject" never asks the server to stop accepting
+    finally:
+        release.set()
+        assert pool.drain(time.monotonic() + WAIT)
+        pool.close()
+
+
+def test_wait_reports_no_capacity_and_calls_back_when_room_comes() -> None:
+    pool = ThreadPool(max_workers=1, max_queued=1, overflow="wait")
+    came_back = threading.Event()
+    pool.on_capacity(came_back.set)
+    started, release = threading.Semaphore(0), threading.Event()
+    try:
+        assert pool.submit(None, _blocker(started, release))
+        assert started.acquire(timeout=WAIT)
+        assert pool.has_capacity()
+        assert pool.submit(None, lambda: None)
+        assert not pool.has_capacity()
+        assert not came_back.is_set()
+        release.set()
+        assert came_back.wait(WAIT)
+        assert pool.drain(time.monotonic() + WAIT)
+        assert pool.has_capacity()
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_wait_submit_blocks_until_room() -> None:
+    pool = ThreadPool(max_workers=1, max_queued=0, overflow="wait")
+    started, release = threading.Semaphore(0), threading.Event()
+    try:
+        assert pool.submit(None, _blocker(started, release))
+        assert started.acquire(timeout=WAIT)
+        threading.Timer(0.05, release.set).start()
+        began = time.monotonic()
+        assert pool.submit(None, lambda: None)
+        assert time.monotonic() - began >= 0.04
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_drain_times_out_then_succeeds() -> None:
+    pool = ThreadPool(max_workers=1, max_queued=4)
+    started, release = threading.Semaphore(0), threading.Event()
+    try:
+        pool.submit(None, _blocker(started, release))
+        pool.submit(None, lambda: None)
+        assert pool.drain(time.monotonic() + 0.05) is False
+        release.set()
+        assert pool.drain(time.monotonic() + WAIT)
+        assert pool.in_flight == 0
+    finally:
+        pool.close()
+
+
+def test_an_escaped_exception_is_logged_and_the_worker_survives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = ThreadPool(max_workers=1, max_queued=2)
+    done = threading.Event()
+    try:
+        pool.submit(None, lambda: 1 / 0)
+        pool.submit(None, done.set)
+        assert done.wait(WAIT)
+    finally:
+        pool.close()
+    assert "escaped its error handling" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
+
+
+def test_close_serves_what_was_queued_then_refuses() -> None:
+    pool = ThreadPool(max_workers=1, max_queued=4)
+    ran: list[int] = []
+    for n in range(3):
+        pool.submit(None, lambda n=n: ran.append(n))
+    pool.close()
+    assert ran == [0, 1, 2]
+    assert pool.submit(None, lambda: None) is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [
+        ({"max_workers": 0}, "max_workers"),
+        ({"max_queued": -1}, "max_queued"),
+        ({"overflow": "drop"}, "overflow"),
+    ],
+)
+def test_bad_settings_raise_config_error(kwargs: dict[str, object], option: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{option}: "):
+        ThreadPool(**kwargs)  # type: ignore[arg-type]

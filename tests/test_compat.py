@@ -1,0 +1,669 @@
+"""The stdlib mixins and one-line classes: ThreadingMixIn, ForkingMixIn, Threading*, Forking*.
+
+Beyond the standard library: finished threads are not kept, ``server_close()`` joins the
+threads still serving, and a forking server reaps only its own children.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import socket
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import netserve
+from netserve.testing import run_server
+
+HOST = "127.0.0.1"
+#: The longest any single wait in these tests may take.
+WAIT = 5.0
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+needs_proc_fd = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd"
+)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def open_fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def recv_until_eof(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    """Everything the peer sends until it closes; bounded in bytes and in time."""
+    sock.settimeout(WAIT)
+    deadline = time.monotonic() + WAIT
+    chunks: list[bytes] = []
+    received = 0
+    while received <= limit and time.monotonic() < deadline:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+        received += len(data)
+    raise AssertionError(f"no EOF after {received} bytes")
+
+
+def recv_line(sock: socket.socket, limit: int = 4096) -> bytes:
+    line = bytearray()
+    while len(line) < limit and not line.endswith(b"\n"):
+        data = sock.recv(1)
+        if not data:
+            break
+        line += data
+    return bytes(line)
+
+
+def request(address: Any, payload: bytes = b"ping\n", family: int = socket.AF_INET) -> bytes:
+    with socket.socket(family, socket.SOCK_STREAM) as client:
+        client.settimeout(WAIT)
+        client.connect(address)
+        client.sendall(payload)
+        return recv_until_eof(client)
+
+
+def wait_exited(pid: int) -> os.waitid_result:
+    """Block until child *pid* has exited, without reaping it (it stays a zombie)."""
+    result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    assert result is not None
+    return result
+
+
+class UpperHandler(netserve.StreamRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.readline().upper())
+
+
+class PidHandler(netserve.StreamRequestHandler):
+    """Answers with the PID and thread of the process serving the request."""
+
+    def handle(self) -> None:
+        self.rfile.readline()
+        self.wfile.write(b"%d %d\n" % (os.getpid(), threading.get_ident()))
+
+
+class UpperDatagramHandler(netserve.DatagramRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.read().upper())
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., Any]]:
+    servers: list[Any] = []
+
+    def make(cls: type[Any], handler: Any = UpperHandler, address: Any = (HOST, 0)) -> Any:
+        server = cls(address, handler)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.server_close()
+
+
+@pytest.fixture
+def unix_dir(tmp_path: Any) -> Iterator[str]:
+    """tmp_path, or a shorter directory when tmp_path is too long for a socket path."""
+    if len(os.fsencode(tmp_path)) < 80:
+        yield str(tmp_path)
+        return
+    with tempfile.TemporaryDirectory(prefix="ns-") as short:
+        yield short
+
+
+def start_serving(server: Any, poll_interval: float = 0.5) -> threading.Thread:
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True
+    )
+    thread.start()
+    return thread
+
+
+# --- every Threading*/Forking* class serves ---------------------------------------------------
+
+STREAM_CLASSES = ["ThreadingTCPServer", "ThreadingUnixStreamServer"]
+DATAGRAM_CLASSES = ["ThreadingUDPServer", "ThreadingUnixDatagramServer"]
+FORKING_STREAM = ["ForkingTCPServer", "ForkingUnixStreamServer"]
+FORKING_DATAGRAM = ["ForkingUDPServer", "ForkingUnixDatagramServer"]
+
+
+def _address_for(cls: type[Any], unix_dir: str) -> Any:
+    if cls.address_family == socket.AF_UNIX:
+        return os.path.join(unix_dir, "srv.sock")
+    return (HOST, 0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    STREAM_CLASSES + [pytest.param(n, marks=needs_fork) for n in FORKING_STREAM],
+)
+def test_stream_classes_serve_requests(make_server: Any, unix_dir: str, name: str) -> None:
+    cls = getattr(netserve, name)
+    server = make_server(cls, address=_address_for(cls, unix_dir))
+    with run_server(server, poll_interval=0.01) as address:
+        for i in range(3):
+            assert request(address, b"n%d\n" % i, cls.address_family) == b"N%d\n" % i
+
+
+@pytest.mark.parametrize(
+    "name",
+    DATAGRAM_CLASSES + [pytest.param(n, marks=needs_fork) for n in FORKING_DATAGRAM],
+)
+def test_datagram_classes_serve_requests(make_server: Any, unix_dir: str, name: str) -> None:
+    cls = getattr(netserve, name)
+    server = make_server(cls, UpperDatagramHandler, _address_for(cls, unix_dir))
+    with (
+        run_server(server, poll_interval=0.01) as address,
+        socket.socket(cls.address_family, socket.SOCK_DGRAM) as client,
+    ):
+        if cls.address_family == socket.AF_UNIX:
+            client.bind(os.path.join(unix_dir, "client.sock"))
+        client.settimeout(WAIT)
+        for i in range(3):
+            client.sendto(b"d%d" % i, address)
+            assert client.recv(100) == b"D%d" % i
+
+
+def test_mixins_combine_with_user_chosen_servers(make_server: Any) -> None:
+    class ThreadedUDP(netserve.ThreadingMixIn, netserve.UDPServer):
+        pass
+
+    server = make_server(ThreadedUDP, UpperDatagramHandler)
+    with (
+        run_server(server) as address,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        client.settimeout(WAIT)
+        client.sendto(b"mixed", address)
+        assert client.recv(100) == b"MIXED"
+
+
+# --- ThreadingMixIn ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("daemon", [False, True])
+def test_each_request_runs_in_a_new_thread(make_server: Any, daemon: bool) -> None:
+    seen: list[tuple[int, bool]] = []
+
+    class Handler(netserve.StreamRequestHandler):
+        def handle(self) -> None:
+            thread = threading.current_thread()
+            seen.append((thread.ident or 0, thread.daemon))
+
+    class Server(netserve.ThreadingTCPServer):
+        daemon_threads = daemon
+
+    server = make_server(Server, Handler)
+    serving = start_serving(server, poll_interval=0.01)
+    try:
+        for _ in range(2):
+            assert request(server.server_address) == b""
+    finally:
+        server.shutdown()
+        serving.join(WAIT)
+    assert len(seen) == 2
+    assert all(ident not in (serving.ident, threading.get_ident()) for ident, _ in seen)
+    assert [d for _, d in seen] == [daemon, daemon]
+
+
+def test_daemon_threads_is_read_for_each_new_thread(make_server: Any) -> None:
+    seen: list[bool] = []
+
+    class Handler(netserve.BaseRequestHandler):
+        def handle(self) -> None:
+            seen.append(threading.current_thread().daemon)
+
+    server = make_server(netserve.ThreadingTCPServer, Handler)
+    with run_server(server) as address:
+        assert request(address) == b""
+        server.daemon_threads = True
+        assert request(address) == b""
+    assert seen == [False, True]
+
+
+def test_process_request_thread_override_is_used(make_server: Any) -> None:
+    calls: list[Any] = []
+
+    class Server(netserve.ThreadingTCPServer):
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            calls.append((threading.get_ident(), client_address))
+            super().process_request_thread(request, client_address)
+
+    server = make_server(Server)
+    with run_server(server) as address:
+        assert request(address) == b"PING\n"
+    assert len(calls) == 1
+    assert calls[0][0] != threading.get_ident()
+
+
+def test_handler_error_in_thread_is_logged_and_request_closed(
+    make_server: Any, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="netserve")
+
+    class Boom(netserve.BaseRequestHandler):
+        def handle(self) -> None:
+            raise ValueError("threaded boom")
+
+    server = make_server(netserve.ThreadingTCPServer, Boom)
+    with run_server(server) as address, socket.create_connection(address, timeout=WAIT) as c:
+        client_host, client_port = c.getsockname()
+        assert recv_until_eof(c) == b""  # shut down after the error
+        for thread in server._threads:
+            thread.join(WAIT)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].name.startswith("netserve")
+    assert f"{client_host}:{client_port}" in errors[0].getMessage()
+    assert errors[0].exc_info is not None
+    assert errors[0].exc_info[0] is ValueError
+    assert capsys.readouterr() == ("", "")
+
+
+def test_shutdown_from_a_threaded_handler(make_server: Any) -> None:
+    class Stopping(netserve.StreamRequestHandler):
+        def handle(self) -> None:
+            self.server.shutdown()
+            self.wfile.write(b"stopped\n")
+
+    server = make_server(netserve.ThreadingTCPServer, Stopping)
+    serving = start_serving(server, poll_interval=5)
+    assert request(server.server_address) == b"stopped\n"
+    serving.join(WAIT)
+    assert not serving.is_alive()
+
+
+def test_finished_threads_are_not_kept_after_500_requests(make_server: Any) -> None:
+    server = make_server(netserve.ThreadingTCPServer)
+    with run_server(server) as address:
+        assert request(address) == b"PING\n"
+        for thread in server._threads:
+            thread.join(WAIT)
+        before = threading.active_count()
+        most_live = 0
+        for _ in range(500):
+            assert request(address) == b"PING\n"
+            most_live = max(most_live, len(server._threads))
+        for thread in server._threads:
+            thread.join(WAIT)
+        after = threading.active_count()
+        assert len(server._threads) == 0
+    # a thread that has just left the strategy's books may still be exiting
+    assert after - before <= 2, (before, after)
+    assert most_live <= 5
+
+
+@needs_proc_fd
+def test_descriptors_flat_after_500_threaded_requests(make_server: Any) -> None:
+    server = make_server(netserve.ThreadingTCPServer)
+    with run_server(server) as address:
+        assert request(address) == b"PING\n"
+        before = open_fd_count()
+        for _ in range(500):
+            assert request(address) == b"PING\n"
+        for thread in server._threads:
+            thread.join(WAIT)
+        after = open_fd_count()
+    assert after - before <= 2, (before, after)
+
+
+def test_threaded_requests_are_not_kept_with_an_overridden_close_request(
+    make_server: Any,
+) -> None:
+    # close_request() is a stdlib hook to override; closing the socket without super() must
+    # not leave the server holding every request it served.
+    refs: list[weakref.ref[Any]] = []
+
+    class Handler(netserve.BaseRequestHandler):
+        def handle(self) -> None:
+            refs.append(weakref.ref(self.request))
+
+    class Server(netserve.ThreadingTCPServer):
+        def close_request(self, request: Any) -> None:
+            request.close()
+
+    server = make_server(Server, Handler)
+    with run_server(server) as address:
+        for _ in range(20):
+            assert request(address) == b""
+        for thread in server._threads:
+            thread.join(WAIT)
+    gc.collect()
+    assert len(refs) == 20
+    assert sum(ref() is not None for ref in refs) == 0
+
+
+class BlockingHandler(netserve.BaseRequestHandler):
+    """Signals ``started``, waits for ``release``, then sets ``finished``."""
+
+    started: threading.Event
+    release: threading.Event
+    finished: threading.Event
+
+    def handle(self) -> None:
+        type(self).started.set()
+        type(self).release.wait(WAIT)
+        type(self).finished.set()
+
+
+def blocking_handler() -> type[BlockingHandler]:
+    class Handler(BlockingHandler):
+        started = threading.Event()
+        release = threading.Event()
+        finished = threading.Event()
+
+    return Handler
+
+
+def close_in_thread(server: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run server_close() in a thread; report whether the handler had finished by its end."""
+    outcome: dict[str, Any] = {}
+    handler = server.RequestHandlerClass
+
+    def close() -> None:
+        server.server_close()
+        outcome["handler_finished"] = handler.finished.is_set()
+
+    closer = threading.Thread(target=close, daemon=True)
+    closer.start()
+    return closer, outcome
+
+
+def test_server_close_with_block_on_close_joins_live_handler_threads(make_server: Any) -> None:
+    handler = blocking_handler()
+    server = make_server(netserve.ThreadingTCPServer, handler)
+    assert server.block_on_close is True
+    serving = start_serving(server, poll_interval=0.01)
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        assert handler.started.wait(WAIT)
+        server.shutdown()
+        serving.join(WAIT)
+        closer, outcome = close_in_thread(server)
+        closer.join(0.2)
+        assert closer.is_alive()  # server_close() waits for the handler...
+        assert not handler.finished.is_set()
+        handler.release.set()
+        closer.join(WAIT)
+        assert not closer.is_alive()
+        assert outcome == {"handler_finished": True}  # ...and returns only after it ended
+        assert recv_until_eof(client) == b""
+    assert server._threads == []
+
+
+def test_server_close_without_block_on_close_does_not_wait(make_server: Any) -> None:
+    handler = blocking_handler()
+
+    class Server(netserve.ThreadingTCPServer):
+        block_on_close = False
+
+    server = make_server(Server, handler)
+    serving = start_serving(server, poll_interval=0.01)
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        assert handler.started.wait(WAIT)
+        server.shutdown()
+        serving.join(WAIT)
+        threads = server._threads
+        closer, outcome = close_in_thread(server)
+        closer.join(WAIT)
+        try:
+            assert not closer.is_alive()
+            assert outcome == {"handler_finished": False}
+        finally:
+            handler.release.set()
+            for thread in threads:
+                thread.join(WAIT)
+        assert recv_until_eof(client) == b""
+
+
+def test_server_close_does_not_wait_for_daemon_threads(make_server: Any) -> None:
+    # The stdlib joins only non-daemon threads in server_close(): with daemon_threads (as
+    # http.server.ThreadingHTTPServer sets), a handler stuck on an idle keep-alive client
+    # must not keep server_close() from returning.
+    handler = blocking_handler()
+
+    class Server(netserve.ThreadingTCPServer):
+        daemon_threads = True
+
+    server = make_server(Server, handler)
+    assert server.block_on_close is True
+    serving = start_serving(server, poll_interval=0.01)
+    with socket.create_connection(server.server_address, timeout=WAIT):
+        assert handler.started.wait(WAIT)
+        server.shutdown()
+        serving.join(WAIT)
+        closer, outcome = close_in_thread(server)
+        closer.join(1.0)
+        returned = not closer.is_alive()
+        handler.release.set()
+        closer.join(WAIT)
+    assert returned, "server_close() waited for a daemon handler thread"
+    assert outcome == {"handler_finished": False}
+
+
+# --- ForkingMixIn --------------------------------------------------------------------------------
+
+
+@needs_fork
+def test_forking_server_serves_in_child_processes(make_server: Any) -> None:
+    server = make_server(netserve.ForkingTCPServer, PidHandler)
+    assert server.active_children is None  # nothing forked yet
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        client.sendall(b"pid?\n")
+        server.handle_request()
+        pid = int(recv_until_eof(client).split()[0])
+    assert pid != os.getpid()
+    assert server.active_children == {pid}
+    server.server_close()
+    assert server.active_children == set()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped by server_close()
+
+
+@needs_fork
+def test_child_exit_status_reflects_handler_outcome(make_server: Any) -> None:
+    class Handler(netserve.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"%d\n" % os.getpid())
+            if self.rfile.readline() == b"fail\n":
+                raise ValueError("child failure")
+
+    class QuietServer(netserve.ForkingTCPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # in the child
+
+    server = make_server(QuietServer, Handler)
+    statuses = []
+    for line in (b"ok\n", b"fail\n"):
+        with socket.create_connection(server.server_address, timeout=WAIT) as client:
+            client.sendall(line)
+            server.handle_request()
+            pid = int(recv_line(client))
+            assert recv_until_eof(client) == b""
+        info = wait_exited(pid)
+        assert info.si_code == os.CLD_EXITED
+        statuses.append(info.si_status)
+    assert statuses == [0, 1]
+
+
+@needs_fork
+def test_handle_timeout_collects_exited_children(make_server: Any) -> None:
+    server = make_server(netserve.ForkingTCPServer, PidHandler)
+    assert server.timeout == 300
+    server.timeout = 0.05
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        client.sendall(b"pid?\n")
+        server.handle_request()
+        pid = int(recv_until_eof(client).split()[0])
+    wait_exited(pid)
+    assert server.active_children == {pid}  # exited, not yet collected
+    server.handle_request()  # nothing comes: handle_timeout() collects
+    assert server.active_children == set()
+
+
+@needs_fork
+def test_collect_children_blocking_waits_for_all(make_server: Any) -> None:
+    server = make_server(netserve.ForkingTCPServer, PidHandler)
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        client.sendall(b"pid?\n")
+        server.handle_request()
+        server.collect_children(blocking=True)
+        assert server.active_children == set()
+        assert recv_until_eof(client) != b""
+
+
+@needs_fork
+def test_forking_server_reaps_only_its_own_children(make_server: Any) -> None:
+    read_end, write_end = os.pipe()
+    own = os.fork()
+    if own == 0:  # an unrelated child: exits with 7 once the pipe is closed
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(20)  # never outlives a failed test for long
+            os.close(write_end)
+            os.read(read_end, 1)
+        finally:
+            os._exit(7)
+    os.close(read_end)
+    try:
+
+        class Server(netserve.ForkingTCPServer):
+            max_children = 2  # stdlib: waitpid(-1) at the limit could take our child
+
+        server = make_server(Server, PidHandler)
+        with run_server(server, poll_interval=0.01) as address:
+            pids = {int(request(address).split()[0]) for _ in range(6)}
+        assert own not in pids
+        assert server.active_children == set()  # server_close() reaped all of its own
+        assert os.waitpid(own, os.WNOHANG) == (0, 0)  # ours: still running, not reaped
+    finally:
+        os.close(write_end)
+        pid, status = os.waitpid(own, 0)
+    assert pid == own
+    assert os.waitstatus_to_exitcode(status) == 7
+
+
+@needs_fork
+def test_forking_server_at_max_children_leaves_exited_foreign_child(make_server: Any) -> None:
+    own = os.fork()
+    if own == 0:
+        os._exit(9)
+    wait_exited(own)  # a zombie now, waiting to be reaped by us
+
+    class Server(netserve.ForkingTCPServer):
+        max_children = 1  # every request reaches the limit
+
+    try:
+        server = make_server(Server, PidHandler)
+        with run_server(server, poll_interval=0.01) as address:
+            for _ in range(4):
+                assert request(address) != b""
+        assert server.active_children == set()
+    finally:
+        pid, status = os.waitpid(own, 0)  # ChildProcessError if the server reaped it
+    assert pid == own
+    assert os.waitstatus_to_exitcode(status) == 9
+
+
+@needs_fork
+def test_max_children_bounds_concurrent_children(make_server: Any) -> None:
+    class Holding(netserve.StreamRequestHandler):
+        timeout = WAIT  # a child left behind by a failed test exits on its own
+
+        def handle(self) -> None:
+            self.wfile.write(b"%d\n" % os.getpid())
+            self.rfile.readline()  # until the client lets it go
+
+    class Server(netserve.ForkingTCPServer):
+        max_children = 2
+
+    server = make_server(Server, Holding)
+    with run_server(server, poll_interval=0.01) as address:
+        clients = []
+        try:
+            for _ in range(3):
+                c = socket.create_connection(address, timeout=WAIT)
+                clients.append(c)
+            first = int(recv_line(clients[0]))
+            second = int(recv_line(clients[1]))
+            assert first != second
+            # the third request waits until one of the two children exits
+            clients[2].settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                clients[2].recv(1)
+            assert len(server.active_children) == 2
+            clients[0].sendall(b"go\n")
+            assert recv_until_eof(clients[0]) == b""
+            clients[2].settimeout(WAIT)
+            third = int(recv_line(clients[2]))
+            assert third != second
+            assert len(server.active_children) <= 2
+            for c in clients[1:]:
+                c.sendall(b"go\n")
+                assert recv_until_eof(c) == b""
+        finally:
+            for c in clients:
+                c.close()
+    assert server.active_children == set()
+
+
+@needs_fork
+def test_forking_server_close_without_block_on_close_does_not_wait(make_server: Any) -> None:
+    class Holding(netserve.StreamRequestHandler):
+        timeout = WAIT
+
+        def handle(self) -> None:
+            self.wfile.write(b"%d\n" % os.getpid())
+            self.rfile.readline()
+
+    class Server(netserve.ForkingTCPServer):
+        block_on_close = False
+
+    server = make_server(Server, Holding)
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        server.handle_request()
+        pid = int(recv_line(client))
+        start = time.monotonic()
+        server.server_close()
+        assert time.monotonic() - start < 1.0
+        assert server.active_children == {pid}  # still running
+        client.sendall(b"go\n")
+        assert recv_until_eof(client) == b""
+    reaped, status = os.waitpid(pid, 0)
+    assert reaped == pid
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@needs_fork
+def test_forking_server_close_with_block_on_close_waits_for_children(make_server: Any) -> None:
+    class Holding(netserve.StreamRequestHandler):
+        timeout = WAIT
+
+        def handle(self) -> None:
+            self.wfile.write(b"%d\n" % os.getpid())
+            self.rfile.readline()
+
+    server = make_server(netserve.ForkingTCPServer, Holding)
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        server.handle_request()
+        pid = int(recv_line(client))
+        closed = threading.Event()
+        closer = threading.Thread(target=lambda: (server.server_close(), closed.set()), daemon=True)
+        closer.start()
+        assert not closed.wait(0.2)  # waiting for the child
+        client.sendall(b"go\n")
+        assert closed.wait(WAIT)
+        closer.join(WAIT)
+    assert server.active_children == set()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

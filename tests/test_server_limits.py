@@ -1,0 +1,309 @@
+"""The server core's production features: bounded pools, connection limits, idle timeout and
+graceful drain, over real loopback sockets."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import netserve
+from netserve.testing import run_server
+
+WAIT = 10.0
+
+
+class LineReverse(netserve.StreamRequestHandler):
+    def handle(self) -> None:
+        for line in self.rfile:
+            self.wfile.write(line.rstrip(b"\n")[::-1] + b"\n")
+
+
+def connect(address: Any, source: str | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(WAIT)
+    if source:
+        sock.bind((source, 0))
+    sock.connect(address)
+    return sock
+
+
+def ask(sock: socket.socket, line: bytes) -> bytes:
+    sock.sendall(line + b"\n")
+    reply = b""
+    while not reply.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True when the server closed its side (EOF or reset) within WAIT."""
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.fixture
+def clients() -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def wait_until(predicate: Any, timeout: float = WAIT) -> bool:
+    """Poll *predicate* (bounded by *timeout*) for conditions with no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+# --- bounded thread pool ----------------------------------------------------------------------
+
+
+def test_pool_server_serves_with_a_fixed_number_of_threads() -> None:
+    before = threading.active_count()
+
+    class Server(netserve.ThreadPoolTCPServer):
+        max_workers = 4
+
+    server = Server(("127.0.0.1", 0), LineReverse)
+    with run_server(server) as address:
+        for n in range(50):
+            with connect(address) as sock:
+                line = b"abc%d" % n
+                assert ask(sock, line) == line[::-1] + b"\n"
+        assert threading.active_count() <= before + 4 + 1  # pool + serving thread
+    assert threading.active_count() <= before + 1
+
+
+def test_2000_held_connections_on_16_threads(clients: list[socket.socket]) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below the 4200 this test needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4200), hard))
+    before = threading.active_count()
+
+    class Server(netserve.ThreadPoolTCPServer):
+        max_workers = 16
+        max_queued = 16
+        overflow = "wait"
+        request_queue_size = 4096
+        drain_timeout = 1.0
+
+    server = Server(("127.0.0.1", 0), LineReverse)
+    try:
+        with run_server(server) as address:
+            for _ in range(2000):
+                clients.append(connect(address))
+            # the first ones are being served: a held client is answered
+            assert ask(clients[0], b"held") == b"dleh\n"
+            assert threading.active_count() <= before + 16 + 1
+            for sock in clients:
+                sock.close()
+            clients.clear()
+            with connect(address) as late:
+                assert ask(late, b"late") == b"etal\n"
+            assert threading.active_count() <= before + 16 + 1
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_pool_rejects_with_busy_message_when_full(
+    clients: list[socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    class Server(netserve.ThreadPoolTCPServer):
+        max_workers = 1
+        max_queued = 1
+        busy_message = b"busy, try later\n"
+        drain_timeout = 1.0
+
+    server = Server(("127.0.0.1", 0), LineReverse)
+    with run_server(server) as address:
+        clients.append(connect(address))
+        assert ask(clients[0], b"one") == b"eno\n"  # now holds the only worker
+        clients.append(connect(address))  # queued
+        wait_until(lambda: server.refused["busy"] == 0 and server._concurrency.in_flight == 2)  # type: ignore[union-attr]
+        refused = connect(address)
+        assert refused.recv(100) == b"busy, try later\n"
+        assert closed_by_server(refused)
+        refused.close()
+        assert server.refused["busy"] == 1
+    assert "refused connection from 127.0.0.1" in caplog.text
+
+
+def test_concurrency_keyword_takes_a_pool() -> None:
+    pool = netserve.ThreadPool(max_workers=2, max_queued=0)
+    server = netserve.TCPServer(("127.0.0.1", 0), LineReverse, concurrency=pool)
+    with run_server(server) as address, connect(address) as a, connect(address) as b:
+        assert ask(a, b"ab") == b"ba\n"
+        assert ask(b, b"cd") == b"dc\n"
+        names = {t.name for t in threading.enumerate()}
+        assert {"netserve-pool-0", "netserve-pool-1"} <= names
+
+
+# --- connection limits ----------------------------------------------------------------------
+
+
+def test_max_connections_refuses_the_extra_connection(
+    clients: list[socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = netserve.ThreadingTCPServer(("127.0.0.1", 0), LineReverse, max_connections=2)
+    server.daemon_threads = True
+    with run_server(server) as address:
+        for n in range(2):
+            clients.append(connect(address))
+            assert ask(clients[-1], b"x%d" % n) == b"%dx\n" % n
+        extra = [connect(address) for _ in range(5)]
+        for sock in extra:
+            assert closed_by_server(sock)
+            sock.close()
+        assert server.refused["max_connections"] == 5
+        clients.pop().close()
+        assert wait_until(lambda: len(server._connections) == 1)
+        with connect(address) as again:
+            assert ask(again, b"ok") == b"ko\n"
+    refusals = [r for r in caplog.records if "refused connection" in r.getMessage()]
+    assert len(refusals) == 1  # logged at most once a second per reason
+
+
+def test_max_connections_per_ip(clients: list[socket.socket]) -> None:
+    server = netserve.ThreadingTCPServer(("127.0.0.1", 0), LineReverse, max_connections_per_ip=1)
+    server.daemon_threads = True
+    with run_server(server) as address:
+        clients.append(connect(address, source="127.0.0.1"))
+        assert ask(clients[0], b"a") == b"a\n"
+        second = connect(address, source="127.0.0.1")
+        assert closed_by_server(second)
+        second.close()
+        assert server.refused["max_connections_per_ip"] == 1
+        other_ip = connect(address, source="127.0.0.2")
+        clients.append(other_ip)
+        assert ask(other_ip, b"b2") == b"2b\n"
+
+
+def test_limits_and_verify_request_must_both_accept(clients: list[socket.socket]) -> None:
+    asked: list[Any] = []
+
+    class Server(netserve.ThreadingTCPServer):
+        daemon_threads = True
+
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            asked.append(client_address)
+            return len(asked) != 2  # refuses the second one it is asked about
+
+    server = Server(("127.0.0.1", 0), LineReverse, max_connections=2)
+    with run_server(server) as address:
+        clients.append(connect(address))
+        assert ask(clients[0], b"1") == b"1\n"
+        refused_by_user = connect(address)
+        assert closed_by_server(refused_by_user)
+        refused_by_user.close()
+        clients.append(connect(address))
+        assert ask(clients[1], b"3") == b"3\n"
+        refused_by_limit = connect(address)
+        assert closed_by_server(refused_by_limit)
+        refused_by_limit.close()
+    assert len(asked) == 3  # the connection over the limit never reached verify_request
+
+
+# --- idle timeout ---------------------------------------------------------------------------
+
+
+def test_idle_client_is_disconnected_with_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="netserve")
+    errors: list[Any] = []
+
+    class Server(netserve.ThreadingTCPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            errors.append(client_address)
+
+    server = Server(("127.0.0.1", 0), LineReverse, idle_timeout=0.3)
+    with run_server(server) as address, connect(address) as idle, connect(address) as busy:
+        began = time.monotonic()
+        for n in range(8):  # busy talks every 0.1 s: never idle for 0.3 s
+            assert ask(busy, b"n%d" % n) == b"%dn\n" % n
+            time.sleep(0.1)
+        assert closed_by_server(idle)
+        assert time.monotonic() - began >= 0.3
+        assert ask(busy, b"still") == b"llits\n"
+    assert errors == []
+    assert "idle for 0.3 s" in caplog.text
+
+
+# --- graceful drain -------------------------------------------------------------------------
+
+
+class HalfLine(netserve.StreamRequestHandler):
+    """Replies once a whole line has arrived; tells the test when the request began."""
+
+    began = threading.Event()
+
+    def handle(self) -> None:
+        first = self.rfile.read(4)
+        HalfLine.began.set()
+        rest = self.rfile.readline()
+        self.wfile.write((first + rest)[::-1])
+
+
+def test_shutdown_with_drain_lets_the_request_in_flight_finish() -> None:
+    HalfLine.began.clear()
+    server = netserve.ThreadPoolTCPServer(("127.0.0.1", 0), HalfLine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with connect(server.server_address) as client:
+            client.sendall(b"abcd")
+            assert HalfLine.began.wait(WAIT)
+            stopper = threading.Thread(target=server.shutdown, kwargs={"drain_timeout": WAIT})
+            stopper.start()
+            thread.join(WAIT)
+            assert not thread.is_alive()  # stopped accepting at once
+            assert stopper.is_alive()  # still draining: the request is in flight
+            client.sendall(b"ef\n")
+            assert client.recv(100) == b"\nfedcba"
+            stopper.join(WAIT)
+            assert not stopper.is_alive()
+    finally:
+        server.server_close()
+
+
+def test_drain_timeout_closes_what_remains_with_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    HalfLine.began.clear()
+    server = netserve.ThreadPoolTCPServer(("127.0.0.1", 0), HalfLine, drain_timeout=0.2)
+    client = connect(server.server_address)
+    try:
+        with run_server(server):
+            client.sendall(b"abcd")
+            assert HalfLine.began.wait(WAIT)
+            closer_started = time.monotonic()
+        # leaving run_server called server_close(): 0.2 s of drain, then the connection was shut
+        assert 0.2 <= time.monotonic() - closer_started < WAIT
+        assert closed_by_server(client)
+    finally:
+        client.close()
+    assert "closing connection from 127.0.0.1" in caplog.text
