@@ -307,3 +307,36 @@ def test_drain_timeout_closes_what_remains_with_a_log_line(
     finally:
         client.close()
     assert "closing connection from 127.0.0.1" in caplog.text
+
+
+def test_graceful_shutdown_refuses_the_backlog_with_a_word(
+    clients: list[socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    class Server(netserve.ThreadPoolTCPServer):
+        max_workers = 1
+        max_queued = 0
+        overflow = "wait"
+        busy_message = b"stopping\n"
+
+    server = Server(("127.0.0.1", 0), LineReverse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        clients.append(connect(server.server_address))
+        assert ask(clients[0], b"served") == b"devres\n"  # holds the only worker
+        waiting = [connect(server.server_address) for _ in range(3)]  # stay in the backlog
+        clients.extend(waiting)
+        stopper = threading.Thread(target=server.shutdown, kwargs={"drain_timeout": WAIT})
+        stopper.start()
+        for sock in waiting:
+            assert sock.recv(100) == b"stopping\n"
+            assert closed_by_server(sock)
+        assert server.refused["stopping"] == 3
+        assert ask(clients[0], b"still") == b"llits\n"  # in flight: still served
+        clients[0].close()
+        stopper.join(WAIT)
+        assert not stopper.is_alive()
+    finally:
+        server.server_close()
+    assert "refused connection from 127.0.0.1" in caplog.text
+    assert "stopping" in caplog.text

@@ -100,7 +100,7 @@ class ConnectionRegistry:
         """The connections open now, with their client addresses."""
         with self._lock:
             entries = [(entry.conn(), entry.client_address) for entry in self._open.values()]
-        return [(conn, address) for conn, address in entries if not _is_closed(conn)]
+        return [(conn, address) for conn, address in entries if conn and not _is_closed(conn)]
 
 
 def _is_closed(conn: socket.socket | None) -> bool:

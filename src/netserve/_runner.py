@@ -297,6 +297,9 @@ class ServerGroup:
             logger.info("stopping %s", "gracefully" if graceful else "now")
             for server in self.servers:
                 server.shutdown()
+            if graceful and self._owns_socket_files:
+                for server in self.servers:  # nobody else will take what is in the backlog
+                    server._refuse_pending()
         finally:
             self._close_all(graceful)
             self._stop_reader.close()

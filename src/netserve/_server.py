@@ -34,6 +34,10 @@ _Socket = socket.socket  # servers have an attribute named ``socket``
 #: then fail at once, so this is only how long to wait for them to notice.
 FORCED_CLOSE_GRACE = 2.0
 
+#: A stopping server refuses at most this many connections from its listen backlog: the
+#: kernel's backlog is bounded (somaxconn), so this only guards against a client flood.
+MAX_REFUSED_ON_STOP = 65536
+
 if hasattr(selectors, "PollSelector"):
     _ServerSelector: type[selectors.BaseSelector] = selectors.PollSelector
 else:
@@ -217,15 +221,31 @@ class BaseServer:
 
         Called from the thread that runs ``serve_forever()`` (from a handler of a server that
         serves inline), it only asks the loop to stop and returns, instead of deadlocking.
-        With *drain_timeout*, also wait up to that many seconds for the requests in flight to
-        finish, then close the connections of those still running (each with a log line).
+        With *drain_timeout* the stop is graceful: connections still waiting in the listen
+        backlog are taken and refused (reason "stopping": ``busy_message``, a log line), then
+        requests in flight get up to *drain_timeout* seconds to finish before the connections
+        of those still running are closed (each with a log line).
         """
         control = self._loop_control
         control.request_stop()
         if control.serving_thread != threading.get_ident():
             control.stopped.wait()
         if drain_timeout is not None:
+            self._refuse_pending()
             self._finish_in_flight(drain_timeout)
+
+    def _refuse_pending(self) -> None:
+        """Refuse the connections the kernel has accepted but the server has not, so that
+        none is dropped without a word when the listener closes (stream servers only)."""
+        if self.socket.fileno() == -1 or self.socket.type != socket.SOCK_STREAM:
+            return
+        self.socket.setblocking(False)
+        for _ in range(MAX_REFUSED_ON_STOP):
+            try:
+                request, client_address = self.get_request()
+            except OSError:  # BlockingIOError: the backlog is empty
+                return
+            self._refuse(request, client_address, "stopping")
 
     def _finish_in_flight(self, timeout: float | None) -> None:
         """Let requests in flight finish within *timeout* seconds (None: no limit), then shut
