@@ -25,7 +25,14 @@ from ._errors import BindError, ConfigError, HandlerImportError
 from ._handlers import BaseRequestHandler, StreamRequestHandler
 from ._listeners import Endpoint, format_address
 from ._log import logger
-from ._server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
+from ._server import (
+    FORCED_CLOSE_GRACE,
+    BaseServer,
+    TCPServer,
+    UDPServer,
+    UnixDatagramServer,
+    UnixStreamServer,
+)
 from ._types import ClientAddress, RequestHandlerFactory
 from ._version import __version__ as _version
 from .config import DEFAULT_HANDLER, Config
@@ -407,10 +414,11 @@ def _serve_with_workers(config: Config) -> int:
             worker_timeout=config.worker_timeout,
             max_requests=config.max_requests,
             max_requests_jitter=config.max_requests_jitter,
-            graceful_timeout=config.drain_timeout,
+            # a worker drains for drain_timeout, then gives shut connections a grace period
+            graceful_timeout=config.drain_timeout + FORCED_CLOSE_GRACE + 1.0,
         )
         for listener in listeners:
-            logger.info("listening on %s", listener.endpoint)
+            logger.info("listening on %s", format_address(listener.socket.getsockname()))
         return supervisor.run()
     finally:
         for listener in listeners:

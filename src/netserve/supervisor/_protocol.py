@@ -56,8 +56,10 @@ class Message:
 
 
 def encode_boot_error(text: str) -> bytes:
-    """The boot error message for *text*, cut to ``MAX_BOOT_ERROR_BYTES`` of UTF-8."""
+    """The boot error message for *text*, cut to ``MAX_BOOT_ERROR_BYTES`` of UTF-8 (at a
+    character boundary)."""
     data = text.encode("utf-8", errors="replace")[:MAX_BOOT_ERROR_BYTES]
+    data = data.decode("utf-8", errors="ignore").encode("utf-8")  # no half character at the end
     return BOOT_ERROR + len(data).to_bytes(_LENGTH_BYTES, "big") + data
 
 

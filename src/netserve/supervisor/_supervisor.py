@@ -25,7 +25,8 @@ class Supervisor:
       replaced. A worker stops itself after ``max_requests + randint(0, max_requests_jitter)``
       requests (``Worker.count_request()``; 0: never) and a replacement starts at once.
     - SIGTERM: graceful stop — TERM every worker, wait up to *graceful_timeout*, SIGKILL the
-      rest. SIGINT, SIGQUIT: fast stop — QUIT the workers, SIGKILL them after a second.
+      rest. SIGINT, SIGQUIT: fast stop — QUIT the workers, SIGKILL them after a second (also
+      during a graceful stop, which it cuts short).
       SIGHUP: fork a new generation, and TERM the old one once every new worker has called
       ``Worker.ready()`` (or after *worker_timeout*). SIGTTIN / SIGTTOU: one worker more /
       one fewer (never below one).
