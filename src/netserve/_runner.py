@@ -170,7 +170,12 @@ def close_server(server: TCPServer) -> None:
 
 def _strategy(config: Config) -> ConcurrencyStrategy:
     if config.threads:
-        return ThreadPool(config.threads, config.max_queued, cast(Overflow, config.overflow))
+        return ThreadPool(
+            config.threads,
+            config.max_queued,
+            cast(Overflow, config.overflow),
+            pause_when_busy=config.workers > 0,  # leave new connections to idle workers
+        )
     return ThreadPerRequest(daemon=lambda: True)
 
 

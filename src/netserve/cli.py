@@ -24,6 +24,9 @@ __all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main"]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
+#: The process id tells a supervisor's workers apart.
+LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(message)s"
+
 _TOP_LEVEL_FLAGS = ("-h", "--help", "--version")
 
 #: How long ``netserve client`` waits for a reply before giving up.
@@ -107,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(config: Config) -> int:
-    logging.basicConfig(level=config.logging_level, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=config.logging_level, format="%(asctime)s [%(process)d] %(levelname)s %(message)s"
+    )
     return run(config)
 
 

@@ -141,3 +141,23 @@ def test_close_serves_what_was_queued_then_refuses() -> None:
 def test_bad_settings_raise_config_error(kwargs: dict[str, object], option: str) -> None:
     with pytest.raises(ConfigError, match=f"^{option}: "):
         ThreadPool(**kwargs)  # type: ignore[arg-type]
+
+
+def test_pause_when_busy_asks_the_server_to_stop_accepting_once_no_thread_is_idle() -> None:
+    pool = ThreadPool(max_workers=2, max_queued=8, pause_when_busy=True)
+    came_back = threading.Event()
+    pool.on_capacity(came_back.set)
+    started, release = threading.Semaphore(0), threading.Event()
+    try:
+        assert pool.submit(None, _blocker(started, release))
+        assert pool.has_capacity()  # one thread still idle
+        assert pool.submit(None, _blocker(started, release))
+        assert not pool.has_capacity()  # both busy: leave connections to other workers
+        assert pool.submit(None, lambda: None)  # a race still finds room in the queue
+        release.set()
+        assert came_back.wait(WAIT)
+        assert pool.drain(time.monotonic() + WAIT)
+        assert pool.has_capacity()
+    finally:
+        release.set()
+        pool.close()

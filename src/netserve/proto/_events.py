@@ -40,6 +40,8 @@ class Sentinel(enum.Enum):
     def __repr__(self) -> str:
         return self.name
 
+    __str__ = __repr__
+
 
 #: No complete frame is buffered: feed more data (or ``feed_eof()``).
 NEED_DATA: Final = Sentinel.NEED_DATA

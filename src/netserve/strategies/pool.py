@@ -35,7 +35,12 @@ class ThreadPool:
     """
 
     def __init__(
-        self, max_workers: int = 32, max_queued: int = 64, overflow: Overflow = "reject"
+        self,
+        max_workers: int = 32,
+        max_queued: int = 64,
+        overflow: Overflow = "reject",
+        *,
+        pause_when_busy: bool = False,
     ) -> None:
         if max_workers < 1:
             raise ConfigError(f"max_workers: must be at least 1, got {max_workers}")
@@ -46,6 +51,7 @@ class ThreadPool:
         self.max_workers = max_workers
         self.max_queued = max_queued
         self.overflow: Overflow = overflow
+        self.pause_when_busy = pause_when_busy
         self._lock = threading.Lock()
         # two conditions on one lock, so that a new request wakes one idle worker rather than
         # all of them, and a finished one wakes only drain() and waiting submit() calls
@@ -71,15 +77,22 @@ class ThreadPool:
     def _full(self) -> bool:
         return self._busy + len(self._queue) >= self.max_workers + self.max_queued
 
+    def _room_for_one_more(self) -> bool:
+        """What ``has_capacity`` answers; the caller holds the lock."""
+        in_flight = self._busy + len(self._queue)
+        if self.pause_when_busy and in_flight >= self.max_workers:
+            return False
+        return self.overflow != "wait" or not self._full()
+
     def has_capacity(self) -> bool:
-        """False while a ``"wait"`` pool is full: the server should not accept."""
-        if self.overflow != "wait":
-            return True
+        """False while the server should not accept: a ``"wait"`` pool is full, or, with
+        *pause_when_busy*, no thread is idle (in a pre-forked worker, so that a busy worker
+        leaves new connections to idle ones; the queue then only absorbs races)."""
         with self._lock:
-            return not self._full()
+            return self._room_for_one_more()
 
     def on_capacity(self, callback: Callable[[], None]) -> None:
-        """Call *callback* (from a worker thread) when a full ``"wait"`` pool gets room."""
+        """Call *callback* (from a worker thread) when a pool that had no capacity gets some."""
         self._capacity_callback = callback
 
     def submit(self, request: object, serve: Callable[[], object]) -> bool:
@@ -111,7 +124,7 @@ class ThreadPool:
                 logger.exception("a request escaped its error handling; the worker goes on")
             finally:
                 with self._lock:
-                    room_came_back = self.overflow == "wait" and self._full()
+                    room_came_back = not self._room_for_one_more()
                     self._busy -= 1
                     self._changed.notify_all()
             if room_came_back:
