@@ -58,6 +58,24 @@ class LineFramer(Framer):
         """The bytes that end a line."""
         return self._delimiter
 
+    def frames(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        # the hot path inlined: nothing pending and a chunk no longer than max_line (so no
+        # line in it can be too long) is one split; anything else takes the general path
+        if (
+            self._partial
+            or self._ready
+            or self._error is not None
+            or self._eof
+            or type(data) is not bytes
+            or len(data) > self._max_line
+        ):
+            return super().frames(data)
+        lines = data.split(self._delimiter)
+        tail = lines.pop()
+        if tail:
+            self._partial += tail
+        return lines
+
     def _parse(self, data: bytes) -> list[bytes]:
         delimiter = self._delimiter
         partial = self._partial
