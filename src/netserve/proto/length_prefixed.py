@@ -77,6 +77,24 @@ class LengthPrefixedFramer(Framer):
             )
         return self._struct.pack(size) + payload
 
+    def frames(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        # the hot path inlined: nothing pending and a chunk that is exactly one frame within
+        # the limit is one unpack and one slice; anything else takes the general path
+        if not (
+            self._head
+            or self._length >= 0
+            or self._ready
+            or self._error is not None
+            or self._eof
+            or type(data) is not bytes
+            or len(data) < self._header
+        ):
+            header = self._header
+            (length,) = self._struct.unpack_from(data)
+            if length + header == len(data) and length <= self._max_frame:
+                return [data[header:]]
+        return super().frames(data)
+
     def _parse(self, data: bytes) -> list[bytes]:
         frames: list[bytes] = []
         start = 0

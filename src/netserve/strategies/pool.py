@@ -8,9 +8,9 @@ and the kernel's backlog holds the rest until a worker is free.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Literal, get_args
 
@@ -52,12 +52,13 @@ class ThreadPool:
         self.max_queued = max_queued
         self.overflow: Overflow = overflow
         self.pause_when_busy = pause_when_busy
-        self._lock = threading.Lock()
-        # two conditions on one lock, so that a new request wakes one idle worker rather than
-        # all of them, and a finished one wakes only drain() and waiting submit() calls
-        self._work_queued = threading.Condition(self._lock)
+        self._lock = threading.Lock()  # guards the counts below; never held while waiting
+        # drain() and a waiting submit() wait on this; it is notified only when one waits
         self._changed = threading.Condition(self._lock)
-        self._queue: deque[Callable[[], object]] = deque()
+        self._watchers = 0
+        # the hand-off itself: a C queue wakes exactly one idle worker, with no Python lock
+        self._jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._queued = 0
         self._busy = 0
         self._closing = False
         self._capacity_callback: Callable[[], None] = lambda: None
@@ -72,14 +73,14 @@ class ThreadPool:
     def in_flight(self) -> int:
         """Requests being served or waiting in the queue."""
         with self._lock:
-            return self._busy + len(self._queue)
+            return self._busy + self._queued
 
     def _full(self) -> bool:
-        return self._busy + len(self._queue) >= self.max_workers + self.max_queued
+        return self._busy + self._queued >= self.max_workers + self.max_queued
 
     def _room_for_one_more(self) -> bool:
         """What ``has_capacity`` answers; the caller holds the lock."""
-        in_flight = self._busy + len(self._queue)
+        in_flight = self._busy + self._queued
         if self.pause_when_busy and in_flight >= self.max_workers:
             return False
         return self.overflow != "wait" or not self._full()
@@ -102,21 +103,28 @@ class ThreadPool:
         """
         with self._lock:
             while self._full() and self.overflow == "wait" and not self._closing:
-                self._changed.wait()
+                self._wait_for_change(None)
             if self._closing or self._full():
                 return False
-            self._queue.append(serve)
-            self._work_queued.notify()
-            return True
+            self._queued += 1
+        self._jobs.put(serve)
+        return True
+
+    def _wait_for_change(self, timeout: float | None) -> None:
+        """Wait until a request finishes (or *timeout*); the caller holds the lock."""
+        self._watchers += 1
+        try:
+            self._changed.wait(timeout)
+        finally:
+            self._watchers -= 1
 
     def _work(self) -> None:
         while True:
+            serve = self._jobs.get()
+            if serve is None:
+                return
             with self._lock:
-                while not self._queue and not self._closing:
-                    self._work_queued.wait()
-                if not self._queue:
-                    return
-                serve = self._queue.popleft()
+                self._queued -= 1
                 self._busy += 1
             try:
                 serve()
@@ -126,17 +134,18 @@ class ThreadPool:
                 with self._lock:
                     room_came_back = not self._room_for_one_more()
                     self._busy -= 1
-                    self._changed.notify_all()
+                    if self._watchers:
+                        self._changed.notify_all()
             if room_came_back:
                 self._capacity_callback()
 
     def drain(self, deadline: float | None) -> bool:
         with self._lock:
-            while self._busy or self._queue:
+            while self._busy or self._queued:
                 timeout = None if deadline is None else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
                     return False
-                self._changed.wait(timeout)
+                self._wait_for_change(timeout)
             return True
 
     def close(self) -> None:
@@ -146,9 +155,12 @@ class ThreadPool:
         (the threads are daemons, so they never keep the process alive).
         """
         with self._lock:
+            if self._closing:
+                return
             self._closing = True
-            self._work_queued.notify_all()
             self._changed.notify_all()
+        for _ in self._threads:
+            self._jobs.put(None)  # after what is queued: each worker ends on one
         deadline = time.monotonic() + _WORKER_JOIN_TIMEOUT
         for thread in self._threads:
             if thread is not threading.current_thread():
