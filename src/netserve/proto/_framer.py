@@ -109,7 +109,7 @@ class Framer(ABC):
             return frame
         error = self._error
         if error is not None:
-            raise error  # the same exception, without stacking tracebacks
+            raise error.with_traceback(None)  # the same exception, without stacking tracebacks
         if not self._eof:
             return NEED_DATA
         if self._partial_size():
