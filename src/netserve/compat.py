@@ -66,12 +66,7 @@ class ThreadingMixIn(_MixinBase):
     def process_request_thread(self, request: Any, client_address: ClientAddress) -> None:
         """Serve one request in its thread: what ``BaseServer`` does inline, plus the
         error handling that the accept loop does for inline requests."""
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self._report_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
+        self._serve_guarded(request, client_address)
 
     def process_request(self, request: Any, client_address: ClientAddress) -> None:
         self._submit(
