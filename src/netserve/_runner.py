@@ -176,7 +176,8 @@ def _strategy(config: Config) -> ConcurrencyStrategy:
             cast(Overflow, config.overflow),
             pause_when_busy=config.workers > 0,  # leave new connections to idle workers
         )
-    return ThreadPerRequest(daemon=lambda: True)
+    # daemon threads, so a fast stop never waits for them; a graceful one drains them all
+    return ThreadPerRequest(daemon=lambda: True, drain_daemon_threads=True)
 
 
 _BASES: dict[tuple[bool, bool], type[TCPServer]] = {
@@ -338,6 +339,8 @@ def _describe(server: TCPServer) -> str:
 
 
 def _announce(servers: Iterable[TCPServer], config: Config) -> None:
+    """The startup lines: version, mode and every limit in force, then each listener."""
+    logger.info("netserve %s, pid %d: %s", _version, os.getpid(), config.describe())
     for server in servers:
         logger.info("serving %s on %s", config.handler_name, _describe(server))
 
@@ -364,13 +367,12 @@ def serve(
 
 def run(config: Config, install_signal_handlers: bool = True) -> int:
     """Serve as *config* says until stopped; see ``serve()``."""
-    logger.info("netserve %s, pid %d: %s", _version, os.getpid(), config.describe())
     if config.workers:
         return _serve_with_workers(config)
     servers = build_servers(config, load_handler(config.handler))
     group = ServerGroup(servers)
-    _announce(servers, config)
     with _signals_stop(group, install_signal_handlers):
+        _announce(servers, config)
         group.serve()
     return 0
 
@@ -411,6 +413,7 @@ def _serve_with_workers(config: Config) -> int:
     if not isinstance(config.handler, str):
         load_handler(config.handler)  # a class: check it here, where the error is clear
     listeners = open_listeners(config)
+    logger.info("netserve %s, pid %d: %s", _version, os.getpid(), config.describe())
     try:
         supervisor = Supervisor(
             _worker_target(config, listeners),
@@ -441,7 +444,8 @@ def _worker_target(
             config, handler, listeners, on_tick=worker.notify, on_request=worker.count_request
         )
         group = ServerGroup(servers, owns_socket_files=False)
-        _announce(servers, config)
+        for server in servers:
+            logger.info("serving %s on %s", config.handler_name, _describe(server))
         worker.on_stop(lambda graceful: group.stop(graceful))
         group.serve(on_started=worker.ready)
 

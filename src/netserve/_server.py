@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import selectors
 import socket
 import sys
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Self
 
 from ._connections import ConnectionRegistry
+from ._errors import ConfigError
 from ._listeners import AcceptErrorPolicy, format_address
 from ._log import RateLimitedLog, logger
 from ._types import Address, ClientAddress, RequestHandlerFactory
@@ -149,6 +151,7 @@ class BaseServer:
         ):
             if value is not None:
                 setattr(self, name, value)
+        _check_options(self)
         self._loop_control = _LoopControl()
         self._accept_policy = AcceptErrorPolicy()
         self._accept_paused_until = 0.0
@@ -438,6 +441,19 @@ class BaseServer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {format_address(self.server_address)}>"
+
+
+def _check_options(server: BaseServer) -> None:
+    """Raise ConfigError for a limit or timeout that cannot work (checked once, up front,
+    so that a bad value cannot fail later inside the accept loop)."""
+    for name in ("max_connections", "max_connections_per_ip"):
+        value = getattr(server, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name}: expected a whole number of at least 1, got {value!r}")
+    for name in ("idle_timeout", "drain_timeout"):
+        value = getattr(server, name)
+        if value is not None and not (isinstance(value, int | float) and 0 <= value < math.inf):
+            raise ConfigError(f"{name}: expected a finite number of seconds, got {value!r}")
 
 
 def _drain_wakeups(wakeup: socket.socket) -> None:

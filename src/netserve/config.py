@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,7 @@ class Config:
     log_level: str = _option("info", "how much to log", choices=LOG_LEVELS)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if not self.bind:
             raise ConfigError("bind: give at least one address to listen on")
         if isinstance(self.handler, str) and ":" not in self.handler:
@@ -117,6 +119,31 @@ class Config:
             self.endpoints()
         except ConfigError as exc:
             raise ConfigError(f"bind: {exc}") from None
+
+    def _check_types(self) -> None:
+        """Raise ConfigError for a value of the wrong type; make every timeout a float."""
+        if not isinstance(self.handler, str | type):
+            raise ConfigError(f"handler: expected MODULE:CLASS or a class, got {self.handler!r}")
+        if isinstance(self.bind, str) or not all(isinstance(b, str) for b in self.bind):
+            raise ConfigError(f"bind: expected a tuple of addresses, got {self.bind!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = f.default
+            if value is None or isinstance(default, str | tuple) or f.name == "handler":
+                continue
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{f.name}: expected true or false, got {value!r}")
+                continue
+            wanted = f.metadata.get("type") or type(default)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{f.name}: expected a number, got {value!r}")
+            if wanted is int and not isinstance(value, int):
+                raise ConfigError(f"{f.name}: expected a whole number, got {value!r}")
+            if wanted is float:
+                if not math.isfinite(value):
+                    raise ConfigError(f"{f.name}: expected a finite number, got {value!r}")
+                object.__setattr__(self, f.name, float(value))
 
     def _check_numbers(self) -> None:
         at_least = {

@@ -159,8 +159,11 @@ class ThreadPool:
                 return
             self._closing = True
             self._changed.notify_all()
+            idle = not self._busy and not self._queued
         for _ in self._threads:
             self._jobs.put(None)  # after what is queued: each worker ends on one
+        if not idle:
+            return  # a worker still serving is left to finish (a fast stop does not wait)
         deadline = time.monotonic() + _WORKER_JOIN_TIMEOUT
         for thread in self._threads:
             if thread is not threading.current_thread():

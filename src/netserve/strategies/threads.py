@@ -16,11 +16,15 @@ class ThreadPerRequest:
     server's ``daemon_threads`` can change at any time, as in the standard library). An
     exception that escapes ``serve`` goes to ``threading.excepthook`` as in any thread.
     ``drain`` waits for the non-daemon threads only, as ``server_close()`` does in the
-    standard library: daemon threads are by definition not waited for.
+    standard library: daemon threads are by definition not waited for, unless
+    *drain_daemon_threads* (daemon threads that a graceful stop still lets finish).
     """
 
-    def __init__(self, daemon: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self, daemon: Callable[[], bool] = lambda: False, *, drain_daemon_threads: bool = False
+    ) -> None:
         self._daemon = daemon
+        self._drain_daemon_threads = drain_daemon_threads
         self._lock = threading.Lock()
         self._all_done = threading.Condition(self._lock)
         self._live: set[threading.Thread] = set()
@@ -55,6 +59,8 @@ class ThreadPerRequest:
 
     def _waited_for(self) -> bool:
         """Whether a thread that drain() waits for is alive (daemon threads are not)."""
+        if self._drain_daemon_threads:
+            return bool(self._live)
         return any(not thread.daemon for thread in self._live)
 
     def has_capacity(self) -> bool:
