@@ -11,66 +11,29 @@ import logging
 import os
 import signal
 import socket
-import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import netserve
 from netserve.testing import run_server
-
-HOST = "127.0.0.1"
-#: The longest any single wait in these tests may take.
-WAIT = 5.0
-
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-needs_proc_fd = pytest.mark.skipif(
-    not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd"
+from tests.netio import (
+    HOST,
+    WAIT,
+    UpperDatagramHandler,
+    needs_fork,
+    needs_proc_fd,
+    open_fd_count,
+    recv_line,
+    recv_until_eof,
+    request,
+    start_serving,
 )
 
-
 # --- helpers ------------------------------------------------------------------------------
-
-
-def open_fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def recv_until_eof(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    """Everything the peer sends until it closes; bounded in bytes and in time."""
-    sock.settimeout(WAIT)
-    deadline = time.monotonic() + WAIT
-    chunks: list[bytes] = []
-    received = 0
-    while received <= limit and time.monotonic() < deadline:
-        data = sock.recv(65536)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
-        received += len(data)
-    raise AssertionError(f"no EOF after {received} bytes")
-
-
-def recv_line(sock: socket.socket, limit: int = 4096) -> bytes:
-    line = bytearray()
-    while len(line) < limit and not line.endswith(b"\n"):
-        data = sock.recv(1)
-        if not data:
-            break
-        line += data
-    return bytes(line)
-
-
-def request(address: Any, payload: bytes = b"ping\n", family: int = socket.AF_INET) -> bytes:
-    with socket.socket(family, socket.SOCK_STREAM) as client:
-        client.settimeout(WAIT)
-        client.connect(address)
-        client.sendall(payload)
-        return recv_until_eof(client)
 
 
 def wait_exited(pid: int) -> os.waitid_result:
@@ -80,54 +43,12 @@ def wait_exited(pid: int) -> os.waitid_result:
     return result
 
 
-class UpperHandler(netserve.StreamRequestHandler):
-    def handle(self) -> None:
-        self.wfile.write(self.rfile.readline().upper())
-
-
 class PidHandler(netserve.StreamRequestHandler):
     """Answers with the PID and thread of the process serving the request."""
 
     def handle(self) -> None:
         self.rfile.readline()
         self.wfile.write(b"%d %d\n" % (os.getpid(), threading.get_ident()))
-
-
-class UpperDatagramHandler(netserve.DatagramRequestHandler):
-    def handle(self) -> None:
-        self.wfile.write(self.rfile.read().upper())
-
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., Any]]:
-    servers: list[Any] = []
-
-    def make(cls: type[Any], handler: Any = UpperHandler, address: Any = (HOST, 0)) -> Any:
-        server = cls(address, handler)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.server_close()
-
-
-@pytest.fixture
-def unix_dir(tmp_path: Any) -> Iterator[str]:
-    """tmp_path, or a shorter directory when tmp_path is too long for a socket path."""
-    if len(os.fsencode(tmp_path)) < 80:
-        yield str(tmp_path)
-        return
-    with tempfile.TemporaryDirectory(prefix="ns-") as short:
-        yield short
-
-
-def start_serving(server: Any, poll_interval: float = 0.5) -> threading.Thread:
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True
-    )
-    thread.start()
-    return thread
 
 
 # --- every Threading*/Forking* class serves ---------------------------------------------------

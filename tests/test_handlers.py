@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,60 +20,17 @@ import pytest
 import netserve
 from netserve._handlers import _SocketWriter
 from netserve.testing import run_server
-
-HOST = "127.0.0.1"
-#: The longest any single wait in these tests may take.
-WAIT = 5.0
-
-
-def recv_until_eof(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    """Everything the peer sends until it closes; bounded in bytes and in time."""
-    sock.settimeout(WAIT)
-    deadline = time.monotonic() + WAIT
-    chunks: list[bytes] = []
-    received = 0
-    while received <= limit and time.monotonic() < deadline:
-        data = sock.recv(65536)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
-        received += len(data)
-    raise AssertionError(f"no EOF after {received} bytes")
-
-
-def recv_line(sock: socket.socket, limit: int = 4096) -> bytes:
-    """Bytes up to and including the first newline (read byte by byte: nothing is lost)."""
-    line = bytearray()
-    while len(line) < limit and not line.endswith(b"\n"):
-        data = sock.recv(1)
-        if not data:
-            break
-        line += data
-    return bytes(line)
+from tests.netio import HOST, WAIT, recv_line, recv_until_eof
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., Any]]:
-    servers: list[Any] = []
+def make_server(make_server: Callable[..., Any]) -> Callable[..., Any]:
+    """The shared ``make_server`` (conftest.py), called here with the handler first."""
 
     def make(handler: Any, cls: type[Any] = netserve.TCPServer, address: Any = (HOST, 0)) -> Any:
-        server = cls(address, handler)
-        servers.append(server)
-        return server
+        return make_server(cls, handler, address)
 
-    yield make
-    for server in servers:
-        server.server_close()
-
-
-@pytest.fixture
-def unix_dir(tmp_path: Any) -> Iterator[str]:
-    """tmp_path, or a shorter directory when tmp_path is too long for a socket path."""
-    if len(os.fsencode(tmp_path)) < 80:
-        yield str(tmp_path)
-        return
-    with tempfile.TemporaryDirectory(prefix="ns-") as short:
-        yield short
+    return make
 
 
 class ErrorRecordingServer(netserve.TCPServer):

@@ -14,11 +14,9 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,47 +24,23 @@ import pytest
 import netserve
 from netserve._listeners import ACCEPT_BACKOFF
 from netserve.testing import run_server
+from tests.netio import (
+    HOST,
+    WAIT,
+    UpperDatagramHandler,
+    UpperHandler,
+    needs_proc_fd,
+    open_fd_count,
+    recv_until_eof,
+    request,
+    start_serving,
+)
 
-HOST = "127.0.0.1"
-#: The longest any single wait in these tests may take; a correct server needs milliseconds.
-WAIT = 5.0
 #: What shutdown() may take at most, whatever the poll interval (netserve's promise).
 SHUTDOWN_LATENCY = 0.05
 
-needs_proc_fd = pytest.mark.skipif(
-    not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd"
-)
-
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def open_fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def recv_until_eof(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    """Everything the peer sends until it closes; bounded in bytes and in time."""
-    sock.settimeout(WAIT)
-    deadline = time.monotonic() + WAIT
-    chunks: list[bytes] = []
-    received = 0
-    while received <= limit and time.monotonic() < deadline:
-        data = sock.recv(65536)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
-        received += len(data)
-    raise AssertionError(f"no EOF after {received} bytes")
-
-
-def request(address: Any, payload: bytes = b"ping\n", family: int = socket.AF_INET) -> bytes:
-    """One request/response exchange: connect, send *payload*, read until EOF."""
-    with socket.socket(family, socket.SOCK_STREAM) as client:
-        client.settimeout(WAIT)
-        client.connect(address)
-        client.sendall(payload)
-        return recv_until_eof(client)
 
 
 def ipv6_loopback_available() -> bool:
@@ -78,18 +52,6 @@ def ipv6_loopback_available() -> bool:
     except OSError:
         return False
     return True
-
-
-class UpperHandler(netserve.StreamRequestHandler):
-    """Reads one line, answers it in upper case."""
-
-    def handle(self) -> None:
-        self.wfile.write(self.rfile.readline().upper())
-
-
-class UpperDatagramHandler(netserve.DatagramRequestHandler):
-    def handle(self) -> None:
-        self.wfile.write(self.rfile.read().upper())
 
 
 class HookServer(netserve.TCPServer):
@@ -153,45 +115,6 @@ class RecordingHandler(netserve.StreamRequestHandler):
     def handle(self) -> None:
         self.server.calls.append("handle")  # type: ignore[attr-defined]
         self.wfile.write(self.rfile.readline().upper())
-
-
-@pytest.fixture
-def make_server() -> Iterator[Callable[..., Any]]:
-    """Build servers that are closed at the end of the test, whatever happens."""
-    servers: list[Any] = []
-
-    def make(
-        cls: type[Any] = netserve.TCPServer,
-        handler: Any = UpperHandler,
-        address: Any = (HOST, 0),
-        **kwargs: Any,
-    ) -> Any:
-        server = cls(address, handler, **kwargs)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.server_close()
-
-
-@pytest.fixture
-def unix_dir(tmp_path: Any) -> Iterator[str]:
-    """A directory for Unix socket paths: tmp_path, or a shorter one if tmp_path is too long
-    for sun_path (108 bytes)."""
-    if len(os.fsencode(tmp_path)) < 80:
-        yield str(tmp_path)
-        return
-    with tempfile.TemporaryDirectory(prefix="ns-") as short:
-        yield short
-
-
-def start_serving(server: Any, poll_interval: float | None = 0.5) -> threading.Thread:
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True
-    )
-    thread.start()
-    return thread
 
 
 # --- construction, binding, attributes ----------------------------------------------------
