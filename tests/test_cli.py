@@ -289,7 +289,7 @@ def test_serve_reverse_handler_on_port_zero(start_server: StartServer, python_m:
 
 
 def test_sigint_stops_promptly_with_a_client_connected(start_server: StartServer) -> None:
-    server = start_server("serve", "--bind", "127.0.0.1:0")
+    server = start_server("serve", "netserve.demo:ReverseHandler", "--bind", "127.0.0.1:0")
     address = server.tcp_address()
     with connect(address) as sock:
         assert exchange(sock, b"still here") == b"ereh llits\n"
@@ -301,7 +301,9 @@ def test_sigint_stops_promptly_with_a_client_connected(start_server: StartServer
 
 def test_sigterm_closes_an_idle_client_after_the_drain_timeout(start_server: StartServer) -> None:
     # a graceful stop waits for the connected client's handler, up to --drain-timeout
-    server = start_server("serve", "--bind", "127.0.0.1:0", "--drain-timeout", "0.5")
+    server = start_server(
+        "serve", "netserve.demo:ReverseHandler", "--bind", "127.0.0.1:0", "--drain-timeout", "0.5"
+    )
     address = server.tcp_address()
     with connect(address) as sock:
         port = sock.getsockname()[1]
@@ -315,7 +317,7 @@ def test_sigterm_closes_an_idle_client_after_the_drain_timeout(start_server: Sta
 
 
 def test_stopped_server_no_longer_accepts(start_server: StartServer) -> None:
-    server = start_server("serve", "--bind", "127.0.0.1:0")
+    server = start_server("serve", "netserve.demo:ReverseHandler", "--bind", "127.0.0.1:0")
     address = server.tcp_address()
     with connect(address) as sock:  # one request served: the signal handlers are in place
         assert exchange(sock, b"ready") == b"ydaer\n"
@@ -325,7 +327,7 @@ def test_stopped_server_no_longer_accepts(start_server: StartServer) -> None:
 
 
 def test_one_log_line_per_connection_after_it_closes(start_server: StartServer) -> None:
-    server = start_server("serve", "--bind", "127.0.0.1:0")
+    server = start_server("serve", "netserve.demo:ReverseHandler", "--bind", "127.0.0.1:0")
     address = server.tcp_address()
     ports = []
     for text in (b"first", b"second"):
@@ -359,7 +361,7 @@ def test_repeatable_bind_serves_tcp_and_unix(start_server: StartServer, sock_dir
 
 def test_reverse_handler_serves_a_unix_socket(start_server: StartServer, sock_dir: Path) -> None:
     path = sock_dir / "reverse.sock"
-    server = start_server("serve", "--bind", f"unix:{path}")
+    server = start_server("serve", "netserve.demo:ReverseHandler", "--bind", f"unix:{path}")
     server.serving()
     result = run_command(["client", f"unix:{path}", "hello"])
     assert (result.returncode, result.stdout) == (0, "olleh\n"), result.stderr
@@ -368,7 +370,9 @@ def test_reverse_handler_serves_a_unix_socket(start_server: StartServer, sock_di
 def test_repeatable_bind_serves_ipv6_loopback_too(start_server: StartServer) -> None:
     if not ipv6_loopback_works():
         pytest.skip("no IPv6 loopback on this machine")
-    server = start_server("serve", "--bind", "127.0.0.1:0", "--bind", "[::1]:0")
+    server = start_server(
+        "serve", "netserve.demo:ReverseHandler", "--bind", "127.0.0.1:0", "--bind", "[::1]:0"
+    )
     addresses = [parse_host_port(address) for _, address in server.serving(2)]
     assert sorted(host for host, _ in addresses) == ["127.0.0.1", "::1"]
     for address in addresses:
@@ -486,6 +490,7 @@ def closed_without_reply(sock: socket.socket) -> bool:
 def test_serve_logs_the_mode_and_every_limit(start_server: StartServer) -> None:
     server = start_server(
         "serve",
+        "netserve.demo:ReverseHandler",
         "--threads",
         "4",
         "--max-connections",
@@ -520,7 +525,9 @@ def test_serve_logs_the_mode_and_every_limit(start_server: StartServer) -> None:
 @LINUX_ONLY
 def test_thread_count_stays_bounded_with_many_clients(start_server: StartServer) -> None:
     threads, clients = 4, 20
-    server = start_server("serve", "--threads", str(threads), "--bind", "127.0.0.1:0")
+    server = start_server(
+        "serve", "netserve.demo:ReverseHandler", "--threads", str(threads), "--bind", "127.0.0.1:0"
+    )
     address = server.tcp_address()
     pid = server.proc.pid
     with connect(address) as sock:
@@ -551,7 +558,9 @@ def test_thread_count_stays_bounded_with_many_clients(start_server: StartServer)
 
 
 def test_max_connections_refuses_a_third_client(start_server: StartServer) -> None:
-    server = start_server("serve", "--max-connections", "2", "--bind", "127.0.0.1:0")
+    server = start_server(
+        "serve", "netserve.demo:ReverseHandler", "--max-connections", "2", "--bind", "127.0.0.1:0"
+    )
     address = server.tcp_address()
     with connect(address) as one, connect(address) as two:
         assert exchange(one, b"one") == b"eno\n"
@@ -570,7 +579,9 @@ def test_max_connections_refuses_a_third_client(start_server: StartServer) -> No
 
 
 def test_idle_timeout_drops_an_idle_client(start_server: StartServer) -> None:
-    server = start_server("serve", "--idle-timeout", "0.5", "--bind", "127.0.0.1:0")
+    server = start_server(
+        "serve", "netserve.demo:ReverseHandler", "--idle-timeout", "0.5", "--bind", "127.0.0.1:0"
+    )
     address = server.tcp_address()
     with connect(address) as sock:
         port = sock.getsockname()[1]
@@ -632,6 +643,7 @@ def test_sigint_stops_promptly_with_a_request_in_flight(
 def test_overflow_policy_is_accepted(start_server: StartServer, policy: str) -> None:
     server = start_server(
         "serve",
+        "netserve.demo:ReverseHandler",
         "--threads",
         "1",
         "--max-queued",
@@ -653,6 +665,7 @@ def test_overflow_policy_is_accepted(start_server: StartServer, policy: str) -> 
 def test_overflow_wait_holds_a_client_until_a_thread_is_free(start_server: StartServer) -> None:
     server = start_server(
         "serve",
+        "netserve.demo:ReverseHandler",
         "--threads",
         "1",
         "--max-queued",
@@ -676,6 +689,7 @@ def test_overflow_wait_holds_a_client_until_a_thread_is_free(start_server: Start
 def test_overflow_reject_closes_a_client_while_the_pool_is_full(start_server: StartServer) -> None:
     server = start_server(
         "serve",
+        "netserve.demo:ReverseHandler",
         "--threads",
         "1",
         "--max-queued",
@@ -758,7 +772,7 @@ def test_python_m_netserve_client(reverse_server: tuple[str, int]) -> None:
 
 
 def test_client_against_the_cli_server(start_server: StartServer) -> None:
-    server = start_server("serve", "--bind", "127.0.0.1:0")
+    server = start_server("serve", "netserve.demo:ReverseHandler", "--bind", "127.0.0.1:0")
     host, port = server.tcp_address()
     result = run_command(["client", f"{host}:{port}", "hello"])
     assert (result.returncode, result.stdout) == (0, "olleh\n"), result.stderr
@@ -903,7 +917,7 @@ def test_main_without_a_command_serves_the_demo_on_localhost_9999(
     assert cli.main([]) == 0
     assert served == [Config()]
     assert served[0].bind == ("localhost:9999",)
-    assert served[0].handler == "netserve.demo:ReverseHandler"
+    assert served[0].handler == "netserve.demo:ReverseLineHandler"
 
 
 def test_main_builds_the_config_from_the_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1016,3 +1030,70 @@ def test_main_client_times_out(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
     assert time.monotonic() - started < IO_TIMEOUT
     assert "timed out" in assert_one_error_line(capsys.readouterr().err)
+
+
+# --- handler kinds: threads or an event loop ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("handler", "loop"),
+    [
+        ("netserve.demo:ReverseLineHandler", "asyncio"),
+        ("netserve.demo:ReverseLineHandler", "uvloop"),
+        ("netserve.demo:AsyncReverseHandler", "asyncio"),
+        ("netserve.demo:AsyncReverseHandler", "uvloop"),
+    ],
+)
+def test_event_loop_handlers_are_detected_and_run_on_the_chosen_loop(
+    start_server: StartServer, handler: str, loop: str
+) -> None:
+    server = start_server("serve", handler, "--loop", loop, "--bind", "127.0.0.1:0")
+    address = server.tcp_address()
+    with connect(address) as sock:
+        assert exchange(sock, b"kinds") == b"sdnik\n"
+        assert exchange(sock, b"again") == b"niaga\n"
+    [startup] = server.wait_for(STARTUP)
+    assert f"event loop ({loop};" in startup["description"]
+    assert server.stop()[0] == 0
+
+
+def test_the_demo_runs_on_the_event_loop_by_default(start_server: StartServer) -> None:
+    server = start_server("--bind", "127.0.0.1:0")
+    address = server.tcp_address()
+    with connect(address) as sock:
+        assert exchange(sock, b"fast") == b"tsaf\n"
+    [startup] = server.wait_for(STARTUP)
+    assert "event loop (" in startup["description"]
+    assert server.stop()[0] == 0
+
+
+def test_thread_handler_still_runs_on_threads(start_server: StartServer) -> None:
+    server = start_server("serve", "netserve.demo:ReverseHandler", "--bind", "127.0.0.1:0")
+    address = server.tcp_address()
+    with connect(address) as sock:
+        assert exchange(sock, b"threads") == b"sdaerht\n"
+    [startup] = server.wait_for(STARTUP)
+    assert "thread pool of 32" in startup["description"]
+    assert server.stop()[0] == 0
+
+
+def test_udp_with_an_event_loop_handler_is_one_error_line() -> None:
+    result = run_command(
+        ["serve", "netserve.demo:ReverseLineHandler", "--udp", "--bind", "127.0.0.1:0"]
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("netserve: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "udp" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_event_loop_handler_with_workers(start_server: StartServer) -> None:
+    server = start_server(
+        "serve", "netserve.demo:ReverseLineHandler", "--workers", "2", "--bind", "127.0.0.1:0"
+    )
+    server.wait_for(r"serving netserve\.demo:ReverseLineHandler on tcp", count=2)
+    address = server.tcp_address()
+    with connect(address) as sock:
+        assert exchange(sock, b"workers") == b"srekrow\n"
+    assert server.stop()[0] == 0

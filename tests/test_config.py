@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(30)
 
 def test_defaults_serve_the_demo_on_localhost_9999() -> None:
     config = Config()
-    assert config.handler == DEFAULT_HANDLER == "netserve.demo:ReverseHandler"
+    assert config.handler == DEFAULT_HANDLER == "netserve.demo:ReverseLineHandler"
     assert config.bind == (DEFAULT_BIND,) == ("localhost:9999",)
     assert config.udp is False
     assert config.log_level == "info"
@@ -173,6 +173,8 @@ def test_every_option_reaches_the_config() -> None:
             "12",
             "--max-requests",
             "1000",
+            "--loop",
+            "asyncio",
             "--max-requests-jitter",
             "50",
             "--log-level",
@@ -195,6 +197,7 @@ def test_every_option_reaches_the_config() -> None:
         worker_timeout=12.0,
         max_requests=1000,
         max_requests_jitter=50,
+        loop="asyncio",
         log_level="warning",
     )
     assert config == expected

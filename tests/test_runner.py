@@ -155,7 +155,7 @@ def test_load_handler_missing_attribute(handler_module: str, attr: str) -> None:
 
 @pytest.mark.parametrize("attr", ["NotAHandler", "StdlibHandler", "function", "instance"])
 def test_load_handler_not_a_handler_class(handler_module: str, attr: str) -> None:
-    with pytest.raises(HandlerImportError, match="BaseRequestHandler subclass"):
+    with pytest.raises(HandlerImportError, match="is not a request handler class"):
         load_handler(f"{handler_module}:{attr}")
 
 

@@ -7,6 +7,7 @@ exit codes belong to the CLI.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import importlib
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
+from . import aio
 from ._errors import BindError, ConfigError, HandlerImportError
 from ._handlers import BaseRequestHandler, StreamRequestHandler
 from ._listeners import Endpoint, format_address
@@ -35,7 +37,8 @@ from ._server import (
 )
 from ._types import ClientAddress, RequestHandlerFactory
 from ._version import __version__ as _version
-from .config import DEFAULT_HANDLER, Config
+from .aio._loop import loop_name
+from .config import DEFAULT_HANDLER, DEFAULT_THREADS, Config
 from .strategies import ConcurrencyStrategy, Overflow, ThreadPerRequest, ThreadPool
 
 if TYPE_CHECKING:
@@ -60,17 +63,34 @@ LISTEN_BACKLOG = 1024
 POLL_INTERVAL = 0.5
 
 
-def load_handler(spec: str | type) -> type[BaseRequestHandler]:
-    """Import ``MODULE:CLASS`` and check that it names a request handler class.
+#: The handler kinds that run on an event loop (``netserve.aio``), not on threads.
+_EVENT_LOOP_HANDLERS = (aio.AsyncRequestHandler, aio.LineHandler, aio.LengthPrefixedHandler)
+
+
+def load_handler(spec: str | type) -> type[Any]:
+    """Import ``MODULE:CLASS`` and check that it names a request handler class: a
+    ``netserve.BaseRequestHandler`` (served by threads) or a ``netserve.aio`` handler
+    (``AsyncRequestHandler``, ``LineHandler``, ``LengthPrefixedHandler``: an event loop).
 
     Raises ``HandlerImportError`` saying what failed (the module, the name, or the kind).
     """
     handler: object = spec
     if isinstance(spec, str):
         handler = _import(spec)
-    if not (isinstance(handler, type) and issubclass(handler, BaseRequestHandler)):
-        raise HandlerImportError(f"{spec} is not a netserve.BaseRequestHandler subclass")
+    if not (
+        isinstance(handler, type)
+        and issubclass(handler, (BaseRequestHandler, *_EVENT_LOOP_HANDLERS))
+    ):
+        raise HandlerImportError(
+            f"{spec} is not a request handler class (a netserve.BaseRequestHandler, "
+            "netserve.aio.AsyncRequestHandler, LineHandler or LengthPrefixedHandler subclass)"
+        )
     return handler
+
+
+def runs_on_event_loop(handler: type[Any]) -> bool:
+    """Whether *handler* is served by ``netserve.aio`` rather than by threads."""
+    return issubclass(handler, _EVENT_LOOP_HANDLERS)
 
 
 def _import(spec: str) -> object:
@@ -369,12 +389,63 @@ def run(config: Config, install_signal_handlers: bool = True) -> int:
     """Serve as *config* says until stopped; see ``serve()``."""
     if config.workers:
         return _serve_with_workers(config)
-    servers = build_servers(config, load_handler(config.handler))
+    handler = load_handler(config.handler)
+    if runs_on_event_loop(handler):
+        return _serve_on_event_loop(config, handler, install_signal_handlers)
+    servers = build_servers(config, handler)
     group = ServerGroup(servers)
-    with _signals_stop(group, install_signal_handlers):
+    with _signals_stop(group.stop, install_signal_handlers):
         _announce(servers, config)
         group.serve()
     return 0
+
+
+def _event_loop_server(
+    config: Config,
+    handler: type[Any],
+    listeners: list[Listener],
+    heartbeat: Callable[[], object] | None = None,
+) -> aio.AsyncServer:
+    if config.udp:
+        raise ConfigError("udp: async and message handlers serve streams only")
+    return aio.AsyncServer(
+        handler,
+        [listener.socket for listener in listeners],
+        max_connections=config.max_connections,
+        max_connections_per_ip=config.max_connections_per_ip,
+        idle_timeout=config.idle_timeout,
+        drain_timeout=config.drain_timeout,
+        threads=config.threads or DEFAULT_THREADS,
+        heartbeat=heartbeat,
+    )
+
+
+def _serve_on_event_loop(config: Config, handler: type[Any], install_signals: bool) -> int:
+    """Serve an async or message handler in this process until a signal stops it."""
+    listeners = open_listeners(config)
+    try:
+        server = _event_loop_server(config, handler, listeners)
+        with _signals_stop(server.request_stop, install_signals):
+            server.serve(config.loop, on_ready=lambda: _announce_event_loop(server, config))
+    finally:
+        for listener in listeners:
+            _close_listener(listener.socket)
+    return 0
+
+
+def _announce_event_loop(server: aio.AsyncServer, config: Config, startup: bool = True) -> None:
+    if startup:
+        loop = loop_name(asyncio.get_running_loop())
+        logger.info(
+            "netserve %s, pid %d: %s", _version, os.getpid(), config.describe(event_loop=loop)
+        )
+    for address in server.addresses:
+        logger.info("serving %s on %s", config.handler_name, _describe_address(address))
+
+
+def _describe_address(address: Any) -> str:
+    kind = "unix" if isinstance(address, str | bytes) else "tcp"
+    return f"{kind} {format_address(address)}"
 
 
 def _bind_texts(address: str | tuple[Any, ...] | list[str | tuple[Any, ...]]) -> tuple[str, ...]:
@@ -383,17 +454,18 @@ def _bind_texts(address: str | tuple[Any, ...] | list[str | tuple[Any, ...]]) ->
 
 
 @contextlib.contextmanager
-def _signals_stop(group: ServerGroup, install: bool) -> Any:
-    """While in the block, SIGTERM stops *group* gracefully and SIGINT at once."""
+def _signals_stop(stop: Callable[[bool], None], install: bool) -> Any:
+    """While in the block, SIGTERM calls ``stop(True)`` (graceful) and SIGINT ``stop(False)``;
+    *stop* must be signal-safe (only enqueue)."""
     if not install or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def graceful(signum: int, frame: FrameType | None) -> None:
-        group.stop(graceful=True)
+        stop(True)
 
     def fast(signum: int, frame: FrameType | None) -> None:
-        group.stop(graceful=False)
+        stop(False)
 
     previous = {
         signal.SIGTERM: signal.signal(signal.SIGTERM, graceful),
@@ -433,6 +505,19 @@ def _serve_with_workers(config: Config) -> int:
             _close_listener(listener.socket)
 
 
+def _serve_worker_on_event_loop(
+    config: Config, handler: type[Any], listeners: list[Listener], worker: Worker
+) -> None:
+    server = _event_loop_server(config, handler, listeners, heartbeat=worker.notify)
+    worker.on_stop(server.request_stop)
+
+    def ready() -> None:
+        _announce_event_loop(server, config, startup=False)
+        worker.ready()
+
+    server.serve(config.loop, on_ready=ready)
+
+
 def _worker_target(
     config: Config, listeners: list[Listener]
 ) -> Callable[[list[socket.socket], Worker], None]:
@@ -440,6 +525,9 @@ def _worker_target(
 
     def run(sockets: list[socket.socket], worker: Worker) -> None:
         handler = load_handler(config.handler)  # HandlerImportError: the worker cannot boot
+        if runs_on_event_loop(handler):
+            _serve_worker_on_event_loop(config, handler, listeners, worker)
+            return
         servers = build_servers(
             config, handler, listeners, on_tick=worker.notify, on_request=worker.count_request
         )

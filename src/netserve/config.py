@@ -21,9 +21,10 @@ __all__ = ["DEFAULT_BIND", "DEFAULT_HANDLER", "Config", "Option", "options"]
 
 #: The demo listens on loopback only: a server opened to the network should be a decision.
 DEFAULT_BIND = "localhost:9999"
-DEFAULT_HANDLER = "netserve.demo:ReverseHandler"
+DEFAULT_HANDLER = "netserve.demo:ReverseLineHandler"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OVERFLOW_POLICIES = ("reject", "wait")
+LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 #: Enough threads to keep a few cores busy with blocking handlers, few enough that a flood of
 #: connections cannot exhaust memory (each thread reserves a stack).
 DEFAULT_THREADS = 32
@@ -102,6 +103,11 @@ class Config:
         "add up to this many to max_requests, per worker, so they do not recycle together",
         metavar="N",
     )
+    loop: str = _option(
+        "auto",
+        "the event loop for async and message handlers (auto: uvloop when installed)",
+        choices=LOOP_CHOICES,
+    )
     log_level: str = _option("info", "how much to log", choices=LOG_LEVELS)
 
     def __post_init__(self) -> None:
@@ -112,6 +118,8 @@ class Config:
             raise ConfigError(f"handler: expected MODULE:CLASS, got {self.handler!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}")
+        if self.loop not in LOOP_CHOICES:
+            raise ConfigError(f"loop: expected one of {', '.join(LOOP_CHOICES)}")
         if self.overflow not in OVERFLOW_POLICIES:
             raise ConfigError(f"overflow: expected one of {', '.join(OVERFLOW_POLICIES)}")
         self._check_numbers()
@@ -180,9 +188,13 @@ class Config:
             return self.handler
         return f"{self.handler.__module__}:{self.handler.__qualname__}"
 
-    def describe(self) -> str:
-        """The mode and every limit in force, for the startup log line."""
-        if self.threads:
+    def describe(self, event_loop: str | None = None) -> str:
+        """The mode and every limit in force, for the startup log line; *event_loop* names
+        the loop when the handler runs on one (async and message handlers)."""
+        if event_loop is not None:
+            threads = self.threads or DEFAULT_THREADS
+            mode = f"event loop ({event_loop}; {threads} threads for blocking handlers)"
+        elif self.threads:
             mode = (
                 f"thread pool of {self.threads} (queue {self.max_queued}, overflow {self.overflow})"
             )

@@ -1,0 +1,417 @@
+"""AsyncServer: listening sockets, limits, idle timeout, graceful and fast stops, heartbeat,
+and no leaks, over real loopback sockets on both loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import netserve.aio as aio
+from netserve import BindError, ConfigError
+
+from .conftest import (
+    WAIT,
+    ask,
+    closed_by_server,
+    connect,
+    recv_until,
+    serving,
+    wait_until,
+)
+
+
+class Reverse(aio.LineHandler):
+    __slots__ = ()
+
+    def handle_line(self, line: bytes) -> bytes:
+        return line[::-1]
+
+
+class StreamReverse(aio.AsyncRequestHandler):
+    __slots__ = ()
+
+    async def handle(self) -> None:
+        while line := await self.readline():
+            self.write(line[:-1][::-1] + b"\n")
+
+
+@pytest.fixture(params=[Reverse, StreamReverse], ids=["line", "stream"])
+def handler(request: pytest.FixtureRequest) -> type:
+    return request.param  # type: ignore[no-any-return]
+
+
+# --- listening --------------------------------------------------------------------------------
+
+
+def test_serves_on_a_socket_passed_in_and_leaves_it_open(loop: str) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = aio.AsyncServer(Reverse, [listener])
+
+    async def main() -> None:
+        await server.start()
+        assert server.addresses == [listener.getsockname()]
+        reader, writer = await asyncio.open_connection(*listener.getsockname())
+        writer.write(b"abc\n")
+        assert await reader.readline() == b"cba\n"
+        writer.close()
+        await server.shutdown()
+
+    aio.run(main(), loop)
+    assert listener.fileno() != -1  # the caller's socket stays the caller's
+    listener.close()
+
+
+def test_serves_on_several_addresses_including_unix(loop: str, tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    server = aio.AsyncServer(Reverse, ["127.0.0.1:0", f"unix:{path}"])
+
+    async def main() -> None:
+        await server.start()
+        tcp, _unix = server.addresses
+        reader, writer = await asyncio.open_connection(*tcp)
+        writer.write(b"tcp\n")
+        assert await reader.readline() == b"pct\n"
+        writer.close()
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b"unix\n")
+        assert await reader.readline() == b"xinu\n"
+        writer.close()
+        await server.shutdown()
+
+    aio.run(main(), loop)
+    assert not path.exists()  # the socket file the server made is removed
+
+
+def test_an_address_in_use_is_a_bind_error_naming_it(loop: str) -> None:
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    server = aio.AsyncServer(Reverse, ["127.0.0.1:0", f"127.0.0.1:{port}"])
+    with pytest.raises(BindError, match=f"cannot listen on 127.0.0.1:{port}"):
+        aio.run(server.start(), loop)
+    assert server.addresses == []
+    taken.close()
+
+
+def test_bad_options_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="handler"):
+        aio.AsyncServer(object, ["127.0.0.1:0"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_connections"):
+        aio.AsyncServer(Reverse, ["127.0.0.1:0"], max_connections=0)
+    with pytest.raises(ConfigError, match="idle_timeout"):
+        aio.AsyncServer(Reverse, ["127.0.0.1:0"], idle_timeout=0)
+    with pytest.raises(ConfigError, match="drain_timeout"):
+        aio.AsyncServer(Reverse, ["127.0.0.1:0"], drain_timeout=-1)
+    with pytest.raises(ConfigError, match="threads"):
+        aio.AsyncServer(Reverse, ["127.0.0.1:0"], threads=0)
+    with pytest.raises(ConfigError, match="listen"):
+        aio.AsyncServer(Reverse, [])
+    with pytest.raises(ConfigError, match="bad address"):
+        aio.run(aio.AsyncServer(Reverse, ["nowhere"]).start(), "asyncio")
+
+
+# --- limits -----------------------------------------------------------------------------------
+
+
+def test_max_connections_refuses_the_excess_at_once_and_counts_them(
+    loop: str, handler: type, caplog: pytest.LogCaptureFixture, clients: list[socket.socket]
+) -> None:
+    with serving(handler, loop, max_connections=3) as running:
+        for _ in range(3):
+            clients.append(running.connect())
+            assert ask(clients[-1], b"in") == b"ni\n"
+        refused = [running.connect() for _ in range(5)]
+        clients.extend(refused)
+        for sock in refused:
+            assert closed_by_server(sock)
+        assert running.server.refused["max_connections"] == 5
+        assert ask(clients[0], b"still") == b"llits\n"
+        clients[0].close()  # room again
+        assert wait_until(lambda: running.server.connections == 2)
+        clients.append(running.connect())
+        assert ask(clients[-1], b"again") == b"niaga\n"
+    refusals = [r.getMessage() for r in caplog.records if "refused connection" in r.getMessage()]
+    assert len(refusals) == 1  # at most once a second per reason
+    assert "max_connections (1 refused so far)" in refusals[0]
+
+
+def test_max_connections_per_ip(loop: str, handler: type, clients: list[socket.socket]) -> None:
+    with serving(handler, loop, max_connections_per_ip=2) as running:
+        clients.extend(running.connect("127.0.0.1") for _ in range(2))
+        for sock in clients:
+            assert ask(sock, b"ok") == b"ko\n"
+        refused = running.connect("127.0.0.1")
+        clients.append(refused)
+        assert closed_by_server(refused)
+        other_ip = running.connect("127.0.0.2")  # another address: its own count
+        clients.append(other_ip)
+        assert ask(other_ip, b"two") == b"owt\n"
+        assert running.server.refused == {"max_connections_per_ip": 1}
+        clients[0].close()
+        assert wait_until(lambda: running.server.connections == 2)
+        clients.append(running.connect("127.0.0.1"))
+        assert ask(clients[-1], b"back") == b"kcab\n"
+
+
+# --- idle timeout -----------------------------------------------------------------------------
+
+
+def test_a_silent_client_is_closed_after_the_idle_timeout(
+    loop: str, handler: type, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="netserve")
+    with (
+        serving(handler, loop, idle_timeout=0.3) as running,
+        running.connect() as idle,
+        running.connect() as busy,
+    ):
+        start = time.monotonic()
+        client = f"127.0.0.1:{idle.getsockname()[1]}"
+        # the busy client talks more often than the timeout: it stays
+        while time.monotonic() - start < 0.6:
+            assert ask(busy, b"tick") == b"kcit\n"
+            time.sleep(0.05)
+        assert closed_by_server(idle)
+        elapsed = time.monotonic() - start
+        assert 0.3 <= elapsed < 0.3 * 1.25 + 1.0  # within a sweep (and some slack)
+        assert ask(busy, b"alive") == b"evila\n"
+    assert f"closed connection from {client}: idle for 0.3 s" in caplog.text
+
+
+def test_a_busy_blocking_handler_is_not_idle(loop: str) -> None:
+    class Slow(aio.LineHandler):
+        blocking = True
+
+        def handle_line(self, line: bytes) -> bytes:
+            time.sleep(0.5)  # longer than the idle timeout: the client is waiting for us
+            return line
+
+    with serving(Slow, loop, idle_timeout=0.2) as running, running.connect() as sock:
+        assert ask(sock, b"slow") == b"slow\n"
+
+
+# --- stopping ---------------------------------------------------------------------------------
+
+
+def test_graceful_stop_lets_an_in_flight_request_finish(
+    loop: str, clients: list[socket.socket]
+) -> None:
+    started = threading.Event()
+
+    class Slow(aio.LineHandler):
+        blocking = True
+
+        def handle_line(self, line: bytes) -> bytes:
+            started.set()
+            time.sleep(0.3)
+            return b"done " + line
+
+    with serving(Slow, loop, drain_timeout=WAIT) as running:
+        idle = running.connect()
+        busy = running.connect()
+        clients.extend([idle, busy])
+        assert ask(idle, b"warm") == b"done warm\n"
+        busy.sendall(b"slow\n")
+        assert started.wait(WAIT)
+        threading.Thread(target=running.server.request_stop).start()  # from another thread
+        assert closed_by_server(idle)  # nothing in flight: closed at once
+        with pytest.raises(ConnectionRefusedError):
+            connect(running.address)  # accepting stopped at once
+        assert recv_until(busy, b"\n") == b"done slow\n"  # the reply reaches the client
+        assert closed_by_server(busy)
+        running.thread.join(WAIT)
+        assert not running.thread.is_alive()
+
+
+def test_drain_timeout_closes_what_is_left_with_a_log_line_each(
+    loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+
+    class Stuck(aio.LineHandler):
+        blocking = True
+
+        def handle_line(self, line: bytes) -> bytes:
+            release.wait(WAIT)
+            return line
+
+    class StuckStream(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            await self.readline()
+            await asyncio.sleep(WAIT)  # in flight: never finishes by itself
+
+    for handler in (Stuck, StuckStream):
+        caplog.clear()
+        with serving(handler, loop, drain_timeout=0.2) as running, running.connect() as sock:
+            sock.sendall(b"x\n")
+            assert wait_until(lambda: running.call(_waiting, running.server) == 0)
+            client = f"127.0.0.1:{sock.getsockname()[1]}"
+            start = time.monotonic()
+            running.server.request_stop()
+            assert closed_by_server(sock)
+            release.set()  # the stuck thread returns: its connection is then done
+            running.thread.join(WAIT)
+            assert 0.2 <= time.monotonic() - start < WAIT / 2
+        assert (
+            f"closing connection from {client}: still busy after the 0.2 s drain timeout"
+            in caplog.text
+        )
+
+
+def _waiting(server: aio.AsyncServer) -> int:
+    """Connections waiting for their client (idle by the server's measure)."""
+    return sum(1 for c in server._connections.values() if c._ns_waiting_for_client())
+
+
+def test_graceful_stop_ends_keep_alive_stream_handlers_at_a_request_boundary(
+    loop: str,
+) -> None:
+    finished = threading.Event()
+
+    class KeepAlive(StreamReverse):
+        async def finish(self) -> None:
+            finished.set()
+
+    with serving(KeepAlive, loop, drain_timeout=WAIT) as running, running.connect() as sock:
+        assert ask(sock, b"one") == b"eno\n"
+        start = time.monotonic()
+        running.server.request_stop()
+        assert finished.wait(WAIT)  # readline() saw end-of-input: handle() returned
+        assert closed_by_server(sock)
+        running.thread.join(WAIT)
+        assert time.monotonic() - start < WAIT / 2  # not the drain timeout
+
+
+def test_fast_stop_closes_everything_now_and_cancels_handlers(loop: str) -> None:
+    cancelled = threading.Event()
+
+    class Forever(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            await self.readline()
+            try:
+                await asyncio.sleep(WAIT)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    with serving(Forever, loop, drain_timeout=WAIT) as running, running.connect() as sock:
+        sock.sendall(b"go\n")
+        assert wait_until(lambda: running.call(_waiting, running.server) == 0)
+        start = time.monotonic()
+        running.server.request_stop(graceful=False)
+        running.thread.join(WAIT)
+        assert time.monotonic() - start < WAIT / 2
+        assert cancelled.is_set()
+        assert closed_by_server(sock)
+
+
+def test_a_fast_stop_cuts_a_graceful_stop_short(loop: str) -> None:
+    class Forever(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            await self.readline()
+            await asyncio.sleep(WAIT)
+
+    with serving(Forever, loop, drain_timeout=WAIT) as running, running.connect() as sock:
+        sock.sendall(b"go\n")
+        assert wait_until(lambda: running.call(_waiting, running.server) == 0)
+        running.server.request_stop()
+        assert wait_until(lambda: running.server.stopping)
+        start = time.monotonic()
+        running.server.request_stop(graceful=False)
+        running.thread.join(WAIT)
+        assert time.monotonic() - start < WAIT / 2
+
+
+def test_shutdown_from_the_loop_and_a_second_call_waits_for_the_first(loop: str) -> None:
+    async def main() -> None:
+        server = aio.AsyncServer(Reverse, ["127.0.0.1:0"])
+        serving = asyncio.ensure_future(server.serve_forever())
+        await asyncio.sleep(0.01)
+        address = server.addresses[0]
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(b"hi\n")
+        assert await reader.readline() == b"ih\n"
+        await asyncio.gather(server.shutdown(), server.shutdown(drain_timeout=0))
+        assert await reader.read() == b""
+        await serving
+        assert server.connections == 0
+        writer.close()
+
+    aio.run(main(), loop)
+
+
+def test_request_stop_before_start_stops_at_once(loop: str) -> None:
+    server = aio.AsyncServer(Reverse, ["127.0.0.1:0"])
+    server.request_stop()
+    thread = threading.Thread(target=server.serve, args=(loop,))
+    thread.start()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+
+
+def test_cancelling_serve_forever_stops_the_server(loop: str) -> None:
+    async def main() -> None:
+        server = aio.AsyncServer(Reverse, ["127.0.0.1:0"])
+        serving = asyncio.ensure_future(server.serve_forever())
+        await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection(*server.addresses[0])
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        assert await reader.read() == b""
+        assert server.stopping
+        writer.close()
+
+    aio.run(main(), loop)
+
+
+# --- heartbeat --------------------------------------------------------------------------------
+
+
+def test_the_heartbeat_runs_periodically_and_its_errors_are_logged(
+    loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    beats: list[float] = []
+
+    def heartbeat() -> None:
+        beats.append(time.monotonic())
+        if len(beats) == 2:
+            raise RuntimeError("heartbeat hiccup")
+
+    with serving(Reverse, loop, heartbeat=heartbeat, heartbeat_interval=0.02):
+        assert wait_until(lambda: len(beats) >= 5)
+    assert "the heartbeat callback failed: RuntimeError('heartbeat hiccup')" in caplog.text
+
+
+# --- no leaks ---------------------------------------------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_file_descriptors_and_connections_stay_flat_after_1000_connections(
+    loop: str, handler: type
+) -> None:
+    with serving(handler, loop) as running:
+        with running.connect() as sock:  # warm up: the loop's own descriptors exist
+            assert ask(sock, b"warm") == b"mraw\n"
+        assert wait_until(lambda: running.server.connections == 0)
+        before = _open_fds()
+        for n in range(1000):
+            with running.connect() as sock:
+                if n % 3 == 0:
+                    assert ask(sock, b"x%d" % n) == (b"x%d" % n)[::-1] + b"\n"
+                elif n % 3 == 1:
+                    sock.sendall(b"half a line")  # closes mid-line
+                # else: connects and closes without a word
+        assert wait_until(lambda: running.server.connections == 0)
+        assert wait_until(lambda: _open_fds() <= before)
+        tasks = running.call(lambda: len(asyncio.all_tasks()))
+        assert tasks <= 2  # serve_forever and the periodic tick, no handler tasks left
