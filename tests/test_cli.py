@@ -326,8 +326,18 @@ def test_stopped_server_no_longer_accepts(start_server: StartServer) -> None:
         connect(address).close()
 
 
-def test_one_log_line_per_connection_after_it_closes(start_server: StartServer) -> None:
-    server = start_server("serve", "netserve.demo:ReverseHandler", "--bind", "127.0.0.1:0")
+@pytest.mark.parametrize(
+    ("handler", "closed"),
+    [
+        ("netserve.demo:ReverseHandler", r" closed after [0-9.]+ ms$"),
+        ("netserve.demo:ReverseLineHandler", r" closed$"),
+        ("netserve.demo:AsyncReverseHandler", r" closed$"),
+    ],
+)
+def test_one_log_line_per_connection_after_it_closes(
+    start_server: StartServer, handler: str, closed: str
+) -> None:
+    server = start_server("serve", handler, "--bind", "127.0.0.1:0")
     address = server.tcp_address()
     ports = []
     for text in (b"first", b"second"):
@@ -338,10 +348,11 @@ def test_one_log_line_per_connection_after_it_closes(start_server: StartServer) 
             assert not any(f":{port} " in line for line in server.lines), (
                 "a connection is logged only once it has ended:\n" + server.stderr
             )
-        server.wait_for(rf"127\.0\.0\.1:{port} closed after [0-9.]+ ms$")
+        server.wait_for(rf"127\.0\.0\.1:{port}" + closed)
     assert server.stop()[0] == 0
     for port in ports:
-        assert sum(f"127.0.0.1:{port} " in line for line in server.lines) == 1, server.stderr
+        mentions = [line for line in server.lines if re.search(rf"127\.0\.0\.1:{port}\b", line)]
+        assert len(mentions) == 1, server.stderr
 
 
 def test_repeatable_bind_serves_tcp_and_unix(start_server: StartServer, sock_dir: Path) -> None:

@@ -37,7 +37,7 @@ from ._server import (
 )
 from ._types import ClientAddress, RequestHandlerFactory
 from ._version import __version__ as _version
-from .aio._loop import loop_name
+from .aio import loop_name
 from .config import DEFAULT_HANDLER, DEFAULT_THREADS, Config
 from .strategies import ConcurrencyStrategy, Overflow, ThreadPerRequest, ThreadPool
 

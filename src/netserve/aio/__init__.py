@@ -21,7 +21,7 @@ Three kinds of handler, one instance per connection::
 """
 
 from ._connection import LINGER_TIMEOUT, WRITE_HIGH_WATER, WRITE_LOW_WATER
-from ._loop import LOOP_CHOICES, new_event_loop, run
+from ._loop import LOOP_CHOICES, loop_name, new_event_loop, run
 from ._messages import MAX_FRAME, MAX_QUEUED_MESSAGES, LengthPrefixedHandler, LineHandler
 from ._server import (
     HEARTBEAT_INTERVAL,
@@ -55,6 +55,7 @@ __all__ = [
     "LengthPrefixedHandler",
     "LineHandler",
     "Listen",
+    "loop_name",
     "new_event_loop",
     "run",
 ]

@@ -230,7 +230,8 @@ class AsyncServer:
         self._next_sweep = now + self._sweep_interval()
         self._next_heartbeat = now
         self._tick()
-        logger.info(
+        # debug: whoever runs the server announces it (the CLI logs its own serving lines)
+        logger.debug(
             "serving %s on %s with %s%s",
             self.handler.__qualname__,
             ", ".join(format_address(address) for address in self.addresses),
@@ -362,7 +363,7 @@ class AsyncServer:
                 self._tick_handle = None
             if self._ns_pool is not None:
                 self._ns_pool.close()
-            logger.info("stopped serving %s", self.handler.__qualname__)
+            logger.debug("stopped serving %s", self.handler.__qualname__)
             _resolve(self._stopped)
 
     def _close_remaining(self, drain_timeout: float) -> None:
@@ -474,6 +475,8 @@ class AsyncServer:
         """*connection* is done (closed, and its handler finished): count it out."""
         if self._connections.pop(id(connection), None) is None:
             return
+        if logger.isEnabledFor(logging.INFO):  # one line per connection, as the threads log
+            logger.info("%s closed", format_address(connection.client_address))
         ip = connection._ns_ip
         if ip is not None:
             count = self._per_ip.get(ip, 0) - 1
