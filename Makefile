@@ -28,7 +28,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[uvloop]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
