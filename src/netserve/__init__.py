@@ -4,9 +4,10 @@
 everything public is re-exported here, from small private modules.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._errors import BindError, ConfigError, HandlerImportError, NetserveError, ProtocolError
 from ._handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
-from ._runner import serve
 from ._server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 from ._version import __version__ as __version__
 from .compat import (
@@ -28,6 +29,9 @@ from .compat import (
 )
 from .config import Config
 from .strategies import ForkPerRequest, ThreadPerRequest, ThreadPool
+
+if TYPE_CHECKING:
+    from ._runner import serve
 
 __all__ = [
     "BaseRequestHandler",
@@ -66,11 +70,21 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """``serve`` is imported on first use: it brings in asyncio and the event-loop server,
+    which ``import netserve as socketserver`` should not pay for."""
+    if name == "serve":
+        from ._runner import serve
+
+        return serve
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _present_as_netserve() -> None:
     """Make the re-exported names report ``netserve`` as their module (in reprs, tracebacks
     and pickles), as the standard library's names report ``socketserver``."""
     for name in __all__:
-        obj = globals()[name]
+        obj = globals().get(name)
         if isinstance(obj, type) and obj.__module__.startswith("netserve."):
             obj.__module__ = __name__
 

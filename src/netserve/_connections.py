@@ -13,13 +13,16 @@ from ._types import ClientAddress
 
 __all__ = ["ConnectionRegistry"]
 
+#: Entries of connections closed without ``release()`` are dropped when the registry grows
+#: past this size (then past twice what remained): amortized O(1) per connection.
+_PRUNE_AT_LEAST = 1024
+
 
 @dataclass
 class _Entry:
     conn: weakref.ref[socket.socket]
     client_address: ClientAddress
     ip: str | None
-    finalizer: weakref.finalize[Any, Any]
 
 
 class ConnectionRegistry:
@@ -27,20 +30,22 @@ class ConnectionRegistry:
     track of the admitted ones, so a stopping server can close what is left.
 
     A connection counts until ``release()`` (the server calls it from ``close_request()``),
-    until its socket object is garbage-collected, or, when a limit is reached, until its
-    socket is found closed; so a subclass that overrides ``close_request()`` or
-    ``shutdown_request()`` without calling the base class leaks nothing. The registry holds
-    no strong reference to a connection. Thread-safe.
+    or, when a limit is reached, until its socket is found closed or garbage-collected (the
+    registry holds only weak references); so a subclass that overrides ``close_request()``
+    or ``shutdown_request()`` without calling the base class leaks nothing. Thread-safe.
     """
 
     def __init__(self, max_total: int | None = None, max_per_ip: int | None = None) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
-        # re-entrant: a socket may be garbage-collected, running its finalizer (which takes
-        # the lock), while this thread holds the lock
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._open: dict[int, _Entry] = {}
         self._per_ip: Counter[str] = Counter()
+        self._prune_at = _PRUNE_AT_LEAST
+
+    @property
+    def has_limits(self) -> bool:
+        return self.max_total is not None or self.max_per_ip is not None
 
     def __len__(self) -> int:
         return len(self._open)
@@ -55,11 +60,15 @@ class ConnectionRegistry:
                 reason = self._over_limit(ip)
                 if reason is not None:
                     return reason
+            if len(self._open) >= self._prune_at:
+                self._forget_closed()
+                self._prune_at = max(_PRUNE_AT_LEAST, 2 * len(self._open))
+            key = id(conn)
+            if key in self._open:  # a dead socket's id, reused: that entry is stale
+                self._remove(key)
             if ip is not None:
                 self._per_ip[ip] += 1
-            key = id(conn)
-            finalizer = weakref.finalize(conn, self._release_key, key)
-            self._open[key] = _Entry(weakref.ref(conn), client_address, ip, finalizer)
+            self._open[key] = _Entry(weakref.ref(conn), client_address, ip)
         return None
 
     def _over_limit(self, ip: str | None) -> str | None:
@@ -76,16 +85,11 @@ class ConnectionRegistry:
             if entry is not None and entry.conn() is conn:
                 self._remove(id(conn))
 
-    def _release_key(self, key: int) -> None:
-        with self._lock:
-            self._remove(key)
-
     def _remove(self, key: int) -> None:
         """Drop one entry; the caller holds the lock."""
         entry = self._open.pop(key, None)
         if entry is None:
             return
-        entry.finalizer.detach()
         if entry.ip is not None:
             self._per_ip[entry.ip] -= 1
             if not self._per_ip[entry.ip]:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import importlib
+import logging
 import os
 import signal
 import socket
@@ -256,10 +257,22 @@ def build_servers(
     own pool of ``config.threads`` threads; each request ends with one log line."""
     if config.udp and isinstance(handler, type) and issubclass(handler, StreamRequestHandler):
         raise ConfigError(f"udp: {handler.__qualname__} is a stream handler; it cannot serve UDP")
+    opened = listeners is None
     if listeners is None:
         listeners = open_listeners(config)
     logged = _logged(handler, on_request)
-    return [_server_for(listener, logged, config, on_tick) for listener in listeners]
+    servers: list[TCPServer] = []
+    try:
+        for listener in listeners:
+            servers.append(_server_for(listener, logged, config, on_tick))
+    except BaseException:
+        for server in servers:
+            server.server_close()  # its pool; the listener is closed below
+        if opened:
+            for listener in listeners:
+                _close_listener(listener.socket)
+        raise
+    return servers
 
 
 def _logged(
@@ -275,12 +288,13 @@ def _logged(
             outcome = "closed"
         finally:
             on_request()
-            logger.info(
-                "%s %s after %.1f ms",
-                _peer(request, client_address),
-                outcome,
-                (time.monotonic() - started) * 1000,
-            )
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "%s %s after %.1f ms",
+                    _peer(request, client_address),
+                    outcome,
+                    (time.monotonic() - started) * 1000,
+                )
 
     return serve_and_log
 
@@ -311,22 +325,22 @@ class ServerGroup:
         with contextlib.suppress(OSError):  # full or closed: a stop is pending or done
             self._stop_writer.send(b"G" if graceful else b"F")
 
-    def serve(self, on_started: Callable[[], None] = lambda: None) -> None:
+    def serve(self, on_started: Callable[[], None] = lambda: None) -> bool:
+        """Serve until stopped; False if a serve loop died (its error is logged), which
+        stops the group at once rather than leave a process that serves nothing."""
         threads = [
             threading.Thread(
-                target=server.serve_forever,
-                args=(POLL_INTERVAL,),
-                name=f"serve {server!r}",
-                daemon=True,
+                target=self._serve_one, args=(server,), name=f"serve {server!r}", daemon=True
             )
             for server in self.servers
         ]
         graceful = True
+        self._loops_ok = True
         try:
             for thread in threads:
                 thread.start()
             on_started()
-            graceful = self._stop_reader.recv(1) != b"F"
+            graceful = self._stop_reader.recv(1) == b"G"
             logger.info("stopping %s", "gracefully" if graceful else "now")
             for server in self.servers:
                 server.shutdown()
@@ -337,18 +351,46 @@ class ServerGroup:
             self._close_all(graceful)
             self._stop_reader.close()
             self._stop_writer.close()
+        return self._loops_ok
+
+    def _serve_one(self, server: TCPServer) -> None:
+        try:
+            server.serve_forever(POLL_INTERVAL)
+        except BaseException:
+            logger.critical("the serve loop of %r died; stopping", server, exc_info=True)
+            self._loops_ok = False
+            with contextlib.suppress(OSError):
+                self._stop_writer.send(b"X")
 
     def _close_all(self, graceful: bool) -> None:
-        """Close every server, draining them in parallel when *graceful*."""
+        """Close every server, draining them in parallel when *graceful*; a fast stop asked
+        for meanwhile (a second signal) cuts the drain short."""
         closers = []
         for server in self.servers:
             server.block_on_close = graceful
             close = close_server if self._owns_socket_files else type(server).server_close
-            closer = threading.Thread(target=close, args=(server,), daemon=True)
+            closer = threading.Thread(target=self._close_one, args=(close, server), daemon=True)
             closer.start()
             closers.append(closer)
+        open_closers = len(closers)
+        while open_closers:
+            word = self._stop_reader.recv(1)
+            if word == b"D":
+                open_closers -= 1
+            elif word == b"F" and graceful:
+                graceful = False
+                logger.info("stopping now: requests still in flight are cut short")
+                for server in self.servers:
+                    server._finish_in_flight(0.0)
         for closer in closers:
             closer.join()
+
+    def _close_one(self, close: Callable[[TCPServer], None], server: TCPServer) -> None:
+        try:
+            close(server)
+        finally:
+            with contextlib.suppress(OSError):
+                self._stop_writer.send(b"D")
 
 
 def _describe(server: TCPServer) -> str:
@@ -396,8 +438,8 @@ def run(config: Config, install_signal_handlers: bool = True) -> int:
     group = ServerGroup(servers)
     with _signals_stop(group.stop, install_signal_handlers):
         _announce(servers, config)
-        group.serve()
-    return 0
+        served = group.serve()
+    return 0 if served else 1
 
 
 def _event_loop_server(
@@ -535,6 +577,7 @@ def _worker_target(
         for server in servers:
             logger.info("serving %s on %s", config.handler_name, _describe(server))
         worker.on_stop(lambda graceful: group.stop(graceful))
-        group.serve(on_started=worker.ready)
+        if not group.serve(on_started=worker.ready):
+            raise RuntimeError("a serve loop died")  # the worker exits as crashed
 
     return run

@@ -240,15 +240,22 @@ class BaseServer:
     def _refuse_pending(self) -> None:
         """Refuse the connections the kernel has accepted but the server has not, so that
         none is dropped without a word when the listener closes (stream servers only)."""
-        if self.socket.fileno() == -1 or self.socket.type != socket.SOCK_STREAM:
+        listener = getattr(self, "socket", None)
+        if listener is None or listener.fileno() == -1 or listener.type != socket.SOCK_STREAM:
             return
-        self.socket.setblocking(False)
-        for _ in range(MAX_REFUSED_ON_STOP):
-            try:
-                request, client_address = self.get_request()
-            except OSError:  # BlockingIOError: the backlog is empty
-                return
-            self._refuse(request, client_address, "stopping")
+        timeout = listener.gettimeout()
+        listener.setblocking(False)
+        try:
+            for _ in range(MAX_REFUSED_ON_STOP):
+                try:
+                    request, client_address = self.get_request()
+                except OSError:  # BlockingIOError: the backlog is empty
+                    return
+                if isinstance(request, socket.socket):
+                    request.setblocking(True)  # on BSDs it inherits the listener's O_NONBLOCK
+                self._refuse(request, client_address, "stopping")
+        finally:
+            listener.settimeout(timeout)
 
     def _finish_in_flight(self, timeout: float | None) -> None:
         """Let requests in flight finish within *timeout* seconds (None: no limit), then shut
@@ -328,11 +335,15 @@ class BaseServer:
             self.shutdown_request(request)
 
     def _admit(self, conn: _Socket, client_address: ClientAddress) -> bool:
-        """Apply the connection limits and ``idle_timeout``; refuse and close if over."""
-        reason = self._connections.admit(conn, client_address)
-        if reason is not None:
-            self._refuse(conn, client_address, reason)
-            return False
+        """Apply the connection limits and ``idle_timeout``; refuse and close if over.
+
+        Connections are registered only where something reads the registry: limits, or a
+        strategy whose requests a stop may have to cut short."""
+        if self._concurrency is not None or self._connections.has_limits:
+            reason = self._connections.admit(conn, client_address)
+            if reason is not None:
+                self._refuse(conn, client_address, reason)
+                return False
         if self.idle_timeout is not None:
             conn.settimeout(self.idle_timeout)
         return True

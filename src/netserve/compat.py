@@ -75,8 +75,7 @@ class ThreadingMixIn(_MixinBase):
 
     def server_close(self) -> None:
         """Close the server, then (with ``block_on_close``) wait for the threads serving."""
-        super().server_close()
-        self._close_concurrency()
+        super().server_close()  # BaseServer.server_close drains and closes the strategy
 
 
 class ForkingMixIn(_MixinBase):
@@ -132,7 +131,7 @@ class ForkingMixIn(_MixinBase):
         try:
             self.finish_request(request, client_address)
         except Exception:
-            self.handle_error(request, client_address)
+            self._report_error(request, client_address)
             raise  # the child exits with status 1
         finally:
             self.shutdown_request(request)
@@ -140,7 +139,6 @@ class ForkingMixIn(_MixinBase):
     def server_close(self) -> None:
         """Close the server, then reap the children (waiting for all with block_on_close)."""
         super().server_close()
-        self._close_concurrency()
         self.collect_children(blocking=self.block_on_close)
 
 

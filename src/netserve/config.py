@@ -137,6 +137,8 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             default = f.default
+            if value is None and "None" not in str(f.type):
+                raise ConfigError(f"{f.name}: a value is required (the default is {default!r})")
             if value is None or isinstance(default, str | tuple) or f.name == "handler":
                 continue
             if isinstance(default, bool):

@@ -91,8 +91,11 @@ class ForkPerRequest:
                 except ProcessLookupError:
                     self.children.discard(pid)  # already reaped elsewhere
             if pidfds:
-                ready, _, _ = select.select(list(pidfds), [], [], timeout)
-                for fd in ready:
+                poller = select.poll()  # not select(): pidfds may be above FD_SETSIZE
+                for fd in pidfds:
+                    poller.register(fd, select.POLLIN)
+                ready = poller.poll(None if timeout is None else timeout * 1000)
+                for fd, _ in ready:
                     self._reap(pidfds[fd], blocking=False)
         finally:
             for fd in pidfds:

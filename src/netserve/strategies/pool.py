@@ -61,7 +61,7 @@ class ThreadPool:
         self._queued = 0
         self._busy = 0
         self._closing = False
-        self._capacity_callback: Callable[[], None] = lambda: None
+        self._capacity_callbacks: list[Callable[[], None]] = []
         self._threads = [
             threading.Thread(target=self._work, name=f"netserve-pool-{n}", daemon=True)
             for n in range(max_workers)
@@ -93,8 +93,9 @@ class ThreadPool:
             return self._room_for_one_more()
 
     def on_capacity(self, callback: Callable[[], None]) -> None:
-        """Call *callback* (from a worker thread) when a pool that had no capacity gets some."""
-        self._capacity_callback = callback
+        """Call *callback* (from a worker thread) when a pool that had no capacity gets some;
+        each server sharing the pool registers its own."""
+        self._capacity_callbacks.append(callback)
 
     def submit(self, request: object, serve: Callable[[], object]) -> bool:
         """Queue ``serve``; False if the pool is closed, or full with overflow ``"reject"``.
@@ -137,7 +138,8 @@ class ThreadPool:
                     if self._watchers:
                         self._changed.notify_all()
             if room_came_back:
-                self._capacity_callback()
+                for callback in self._capacity_callbacks:
+                    callback()
 
     def drain(self, deadline: float | None) -> bool:
         with self._lock:
