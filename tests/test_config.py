@@ -521,3 +521,16 @@ def test_unset_optional_limits_stay_none() -> None:
     assert config.max_connections is None
     assert config.max_connections_per_ip is None
     assert config.idle_timeout is None
+
+
+@pytest.mark.parametrize(
+    "name", ["drain_timeout", "worker_timeout", "threads", "max_queued", "workers", "udp"]
+)
+def test_none_is_refused_where_a_value_is_required(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}: a value is required"):
+        Config(**{name: None})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["max_connections", "max_connections_per_ip", "idle_timeout"])
+def test_none_means_no_limit_where_the_option_allows_it(name: str) -> None:
+    assert getattr(Config(**{name: None}), name) is None  # type: ignore[arg-type]

@@ -996,3 +996,46 @@ def test_serve_rejects_an_unknown_option() -> None:
 def test_serve_rejects_a_stream_handler_for_udp() -> None:
     with pytest.raises(ConfigError, match=r"^udp: "):
         netserve.serve(ReverseHandler, "127.0.0.1:0", udp=True, install_signal_handlers=False)
+
+
+def test_a_second_fast_stop_cuts_a_graceful_drain_short() -> None:
+    started = Started()
+    config = Config(bind=("127.0.0.1:0",), threads=2, drain_timeout=JOIN_TIMEOUT * 10)
+    servers = build_servers(config, started.handler())
+    address = servers[0].server_address
+    group = ServerGroup(servers)
+    thread = _serving(group)
+    with connect(address) as client:
+        client.sendall(b"half a line")
+        started.wait()
+        group.stop(graceful=True)
+        thread.join(DRAIN_CHECK)
+        assert thread.is_alive(), "draining: the request is in flight"
+        began = time.monotonic()
+        group.stop(graceful=False)  # as a Ctrl-C after SIGTERM
+        thread.join(JOIN_TIMEOUT)
+        assert not thread.is_alive(), "the fast stop did not cut the drain short"
+        assert time.monotonic() - began < JOIN_TIMEOUT
+
+
+def test_a_serve_loop_that_dies_stops_the_group_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = Config(bind=("127.0.0.1:0",), threads=2)
+    servers = build_servers(config, Started().handler())
+
+    def broken_verify(request: Any, client_address: Any) -> bool:
+        raise RuntimeError("verify_request is broken")
+
+    servers[0].verify_request = broken_verify  # type: ignore[method-assign]
+    group = ServerGroup(servers)
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(group.serve()), daemon=True)
+    thread.start()
+    with contextlib.suppress(OSError), connect(servers[0].server_address):
+        pass
+    thread.join(JOIN_TIMEOUT)
+    assert not thread.is_alive(), "the group kept running with a dead serve loop"
+    assert result == [False]
+    assert "serve loop" in caplog.text
+    assert "verify_request is broken" in caplog.text

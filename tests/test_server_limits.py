@@ -340,3 +340,31 @@ def test_graceful_shutdown_refuses_the_backlog_with_a_word(
         server.server_close()
     assert "refused connection from 127.0.0.1" in caplog.text
     assert "stopping" in caplog.text
+
+
+def test_close_request_override_without_super_does_not_fill_the_limit() -> None:
+    class Server(netserve.ThreadPoolTCPServer):
+        max_workers = 2
+
+        def close_request(self, request: Any) -> None:
+            request.close()  # stdlib-correct, but skips the base class
+
+    server = Server(("127.0.0.1", 0), LineReverse, max_connections=2)
+    with run_server(server) as address:
+        for n in range(20):
+            with connect(address) as sock:
+                line = b"x%d" % n
+                assert ask(sock, line) == line[::-1] + b"\n"
+    assert server.refused["max_connections"] == 0
+
+
+def test_graceful_shutdown_restores_the_listener_blocking_mode() -> None:
+    server = netserve.ThreadPoolTCPServer(("127.0.0.1", 0), LineReverse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        server.shutdown(drain_timeout=1.0)
+        thread.join(WAIT)
+        assert server.socket.gettimeout() is None  # handle_request() still blocks, as before
+    finally:
+        server.server_close()
