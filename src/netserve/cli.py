@@ -110,9 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(config: Config) -> int:
-    logging.basicConfig(
-        level=config.logging_level, format="%(asctime)s [%(process)d] %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=config.logging_level, format=LOG_FORMAT)
     return run(config)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._server import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 from ._types import ClientAddress
+from .config import DEFAULT_MAX_QUEUED, DEFAULT_THREADS
 from .strategies import ConcurrencyStrategy, ForkPerRequest, Overflow, ThreadPerRequest, ThreadPool
 
 __all__ = [
@@ -153,8 +154,8 @@ class ThreadPoolMixIn(_MixinBase):
     Equivalent to ``TCPServer(..., concurrency=ThreadPool(...))``.
     """
 
-    max_workers: int = 32
-    max_queued: int = 64
+    max_workers: int = DEFAULT_THREADS
+    max_queued: int = DEFAULT_MAX_QUEUED
     overflow: Overflow = "reject"
     drain_timeout: float | None = 30.0
 

@@ -31,7 +31,7 @@ def test_uvloop_and_auto_give_uvloop_when_installed() -> None:
 
 
 def test_unknown_loop_name_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="loop: expected one of auto, uvloop, asyncio"):
+    with pytest.raises(ConfigError, match="loop: expected one of auto, asyncio, uvloop"):
         aio.new_event_loop("tokio")
 
 

@@ -233,23 +233,28 @@ def test_drain_timeout_closes_what_is_left_with_a_log_line_each(
     loop: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     release = threading.Event()
+    entered = threading.Event()
 
     class Stuck(aio.LineHandler):
         blocking = True
 
         def handle_line(self, line: bytes) -> bytes:
+            entered.set()
             release.wait(WAIT)
             return line
 
     class StuckStream(aio.AsyncRequestHandler):
         async def handle(self) -> None:
             await self.readline()
+            entered.set()
             await asyncio.sleep(WAIT)  # in flight: never finishes by itself
 
     for handler in (Stuck, StuckStream):
         caplog.clear()
+        entered.clear()
         with serving(handler, loop, drain_timeout=0.2) as running, running.connect() as sock:
             sock.sendall(b"x\n")
+            assert entered.wait(WAIT)  # the request is in flight
             assert wait_until(lambda: running.call(_waiting, running.server) == 0)
             client = f"127.0.0.1:{sock.getsockname()[1]}"
             start = time.monotonic()
@@ -290,10 +295,12 @@ def test_graceful_stop_ends_keep_alive_stream_handlers_at_a_request_boundary(
 
 def test_fast_stop_closes_everything_now_and_cancels_handlers(loop: str) -> None:
     cancelled = threading.Event()
+    entered = threading.Event()
 
     class Forever(aio.AsyncRequestHandler):
         async def handle(self) -> None:
             await self.readline()
+            entered.set()
             try:
                 await asyncio.sleep(WAIT)
             except asyncio.CancelledError:
@@ -302,6 +309,7 @@ def test_fast_stop_closes_everything_now_and_cancels_handlers(loop: str) -> None
 
     with serving(Forever, loop, drain_timeout=WAIT) as running, running.connect() as sock:
         sock.sendall(b"go\n")
+        assert entered.wait(WAIT)  # the request is in flight
         assert wait_until(lambda: running.call(_waiting, running.server) == 0)
         start = time.monotonic()
         running.server.request_stop(graceful=False)
@@ -312,13 +320,17 @@ def test_fast_stop_closes_everything_now_and_cancels_handlers(loop: str) -> None
 
 
 def test_a_fast_stop_cuts_a_graceful_stop_short(loop: str) -> None:
+    entered = threading.Event()
+
     class Forever(aio.AsyncRequestHandler):
         async def handle(self) -> None:
             await self.readline()
+            entered.set()
             await asyncio.sleep(WAIT)
 
     with serving(Forever, loop, drain_timeout=WAIT) as running, running.connect() as sock:
         sock.sendall(b"go\n")
+        assert entered.wait(WAIT)  # the request is in flight
         assert wait_until(lambda: running.call(_waiting, running.server) == 0)
         running.server.request_stop()
         assert wait_until(lambda: running.server.stopping)

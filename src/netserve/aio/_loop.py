@@ -13,11 +13,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 from .._errors import ConfigError
+from ..config import LOOP_CHOICES as CONFIG_LOOP_CHOICES
 
 __all__ = ["LOOP_CHOICES", "loop_name", "new_event_loop", "run"]
 
 #: What ``loop=`` accepts: "auto" is uvloop when it can be imported, else asyncio.
-LOOP_CHOICES: Final = ("auto", "uvloop", "asyncio")
+LOOP_CHOICES: Final = CONFIG_LOOP_CHOICES
 
 _T = TypeVar("_T")
 

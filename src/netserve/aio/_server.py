@@ -21,11 +21,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from .._connections import _ip_of
 from .._errors import BindError, ConfigError
 from .._listeners import Endpoint, format_address, parse_endpoint
 from .._log import RateLimitedLog, logger
 from .._server import FORCED_CLOSE_GRACE
-from .._types import Address, ClientAddress
+from .._types import Address
 from ..config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_THREADS
 from ._connection import Connection
 from ._loop import loop_name, run
@@ -531,10 +532,3 @@ class AsyncServer:
                     connection._ns_abort()
             else:
                 connection._ns_idle = 0
-
-
-def _ip_of(client_address: ClientAddress) -> str | None:
-    """The client's IP for per-IP limits; None for Unix sockets (no IP to count)."""
-    if isinstance(client_address, tuple) and client_address:
-        return str(client_address[0])
-    return None

@@ -16,6 +16,7 @@ from typing import Literal, get_args
 
 from .._errors import ConfigError
 from .._log import logger
+from ..config import DEFAULT_MAX_QUEUED, DEFAULT_THREADS
 
 __all__ = ["Overflow", "ThreadPool"]
 
@@ -36,8 +37,8 @@ class ThreadPool:
 
     def __init__(
         self,
-        max_workers: int = 32,
-        max_queued: int = 64,
+        max_workers: int = DEFAULT_THREADS,
+        max_queued: int = DEFAULT_MAX_QUEUED,
         overflow: Overflow = "reject",
         *,
         pause_when_busy: bool = False,
