@@ -527,3 +527,12 @@ def test_datagram_handler_on_unix_socket(make_server: Any, unix_dir: str) -> Non
         reply, sender = client.recvfrom(100)
     assert reply == b"cba"
     assert sender == path
+
+
+def test_socket_writer_takes_its_argument_by_keyword_as_the_stdlib_does() -> None:
+    from netserve._handlers import _SocketWriter
+
+    left, right = socket.socketpair()
+    with left, right:
+        assert _SocketWriter(left).write(b=b"kw") == 2
+        assert right.recv(10) == b"kw"

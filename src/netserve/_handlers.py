@@ -107,7 +107,7 @@ class _SocketWriter(io.BufferedIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b: ReadableBuffer, /) -> int:
+    def write(self, b: ReadableBuffer) -> int:
         self._sock.sendall(b)
         with memoryview(b) as view:
             return view.nbytes
