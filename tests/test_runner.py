@@ -845,7 +845,9 @@ SERVE_SCRIPT = """
 import logging
 import os
 import signal
+import socket
 import sys
+import threading
 
 import netserve
 from netserve.demo import ReverseHandler
@@ -859,6 +861,20 @@ def own_handler(signum, frame):
 
 
 signal.signal(signal.SIGTERM, own_handler)
+# a signal may reach any thread, and Python runs handlers only in the main thread, which
+# may be blocked: the wakeup fd makes sure this script's own handler takes effect
+_reader, _writer = socket.socketpair()
+_writer.setblocking(False)
+signal.set_wakeup_fd(_writer.fileno(), warn_on_full_buffer=False)
+
+
+def _watch():
+    while True:
+        if _reader.recv(1) == bytes([signal.SIGTERM]):
+            own_handler(signal.SIGTERM, None)
+
+
+threading.Thread(target=_watch, daemon=True).start()
 code = netserve.serve({handler}, {address!r}, install_signal_handlers={install}, **{options!r})
 restored = signal.getsignal(signal.SIGTERM) is own_handler
 os.write(2, f"serve returned {{code}}; own handler restored: {{restored}}\\n".encode())

@@ -305,6 +305,10 @@ def _peer(request: Any, client_address: ClientAddress) -> str:
     return format_address(client_address)
 
 
+#: What ``ServerGroup`` reads from its stop socket: graceful, fast, a serve loop died.
+_STOP_WORDS = (b"G", b"F", b"X")
+
+
 class ServerGroup:
     """Several servers, each serving in its own thread, stopped together.
 
@@ -319,6 +323,12 @@ class ServerGroup:
         self._owns_socket_files = owns_socket_files
         self._stop_reader, self._stop_writer = socket.socketpair()
         self._stop_writer.setblocking(False)
+
+    @property
+    def wakeup_fd(self) -> int:
+        """A descriptor to give ``signal.set_wakeup_fd``: what it writes wakes ``serve()``
+        (and is otherwise ignored)."""
+        return self._stop_writer.fileno()
 
     def stop(self, graceful: bool = True) -> None:
         """Ask ``serve()`` to return; returns at once. The first request decides the kind."""
@@ -340,7 +350,10 @@ class ServerGroup:
             for thread in threads:
                 thread.start()
             on_started()
-            graceful = self._stop_reader.recv(1) == b"G"
+            word = self._stop_reader.recv(1)
+            while word not in _STOP_WORDS:  # a signal number from the wakeup fd
+                word = self._stop_reader.recv(1)
+            graceful = word == b"G"
             logger.info("stopping %s", "gracefully" if graceful else "now")
             for server in self.servers:
                 server.shutdown()
@@ -436,7 +449,7 @@ def run(config: Config, install_signal_handlers: bool = True) -> int:
         return _serve_on_event_loop(config, handler, install_signal_handlers)
     servers = build_servers(config, handler)
     group = ServerGroup(servers)
-    with _signals_stop(group.stop, install_signal_handlers):
+    with _signals_stop(group.stop, install_signal_handlers, group.wakeup_fd):
         _announce(servers, config)
         served = group.serve()
     return 0 if served else 1
@@ -467,8 +480,16 @@ def _serve_on_event_loop(config: Config, handler: type[Any], install_signals: bo
     listeners = open_listeners(config)
     try:
         server = _event_loop_server(config, handler, listeners)
-        with _signals_stop(server.request_stop, install_signals):
-            server.serve(config.loop, on_ready=lambda: _announce_event_loop(server, config))
+
+        def ready() -> None:
+            if install_signals and threading.current_thread() is threading.main_thread():
+                # the loop's own handlers: they wake it whichever thread gets the signal
+                loop = asyncio.get_running_loop()
+                loop.add_signal_handler(signal.SIGTERM, server.request_stop, True)
+                loop.add_signal_handler(signal.SIGINT, server.request_stop, False)
+            _announce_event_loop(server, config)
+
+        server.serve(config.loop, on_ready=ready)
     finally:
         for listener in listeners:
             _close_listener(listener.socket)
@@ -496,9 +517,14 @@ def _bind_texts(address: str | tuple[Any, ...] | list[str | tuple[Any, ...]]) ->
 
 
 @contextlib.contextmanager
-def _signals_stop(stop: Callable[[bool], None], install: bool) -> Any:
+def _signals_stop(stop: Callable[[bool], None], install: bool, wakeup_fd: int) -> Any:
     """While in the block, SIGTERM calls ``stop(True)`` (graceful) and SIGINT ``stop(False)``;
-    *stop* must be signal-safe (only enqueue)."""
+    *stop* must be signal-safe (only enqueue).
+
+    A signal may be delivered to any thread, while Python runs its handlers only in the main
+    thread, between bytecodes: so the signal number is also written to *wakeup_fd* (a
+    non-blocking socket the main thread waits on), which wakes it to run them.
+    """
     if not install or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -513,9 +539,11 @@ def _signals_stop(stop: Callable[[bool], None], install: bool) -> Any:
         signal.SIGTERM: signal.signal(signal.SIGTERM, graceful),
         signal.SIGINT: signal.signal(signal.SIGINT, fast),
     }
+    previous_wakeup_fd = signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_wakeup_fd)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
