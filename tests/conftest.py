@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,3 +44,16 @@ def unix_dir(tmp_path: Any) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="ns-") as short:
         yield short
+
+
+@pytest.fixture
+def sock_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for Unix sockets: tmp_path, unless its path is too long for sun_path."""
+    if len(str(tmp_path)) < 80:
+        yield tmp_path
+        return
+    short = Path(tempfile.mkdtemp(prefix="ns-"))
+    try:
+        yield short
+    finally:
+        shutil.rmtree(short, ignore_errors=True)

@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -214,19 +213,6 @@ def start_server() -> Iterator[StartServer]:
     yield start
     for server in started:
         server.close()
-
-
-@pytest.fixture
-def sock_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory for Unix sockets: tmp_path, unless its path is too long for sun_path."""
-    if len(str(tmp_path)) < 80:
-        yield tmp_path
-        return
-    short = Path(tempfile.mkdtemp(prefix="ns-"))
-    try:
-        yield short
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def connect(address: tuple[str, int] | str) -> socket.socket:

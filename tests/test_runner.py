@@ -11,12 +11,10 @@ import itertools
 import logging
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -84,19 +82,6 @@ def handler_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         yield name
     finally:
         sys.modules.pop(name, None)
-
-
-@pytest.fixture
-def sock_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory for Unix sockets: tmp_path, unless its path is too long for sun_path."""
-    if len(str(tmp_path)) < 80:
-        yield tmp_path
-        return
-    short = Path(tempfile.mkdtemp(prefix="ns-"))
-    try:
-        yield short
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture
