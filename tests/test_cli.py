@@ -1033,24 +1033,28 @@ def test_main_client_times_out(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("handler", "loop"),
+    ("handler", "loop", "transport"),
     [
-        ("netserve.demo:ReverseLineHandler", "asyncio"),
-        ("netserve.demo:ReverseLineHandler", "uvloop"),
-        ("netserve.demo:AsyncReverseHandler", "asyncio"),
-        ("netserve.demo:AsyncReverseHandler", "uvloop"),
+        ("netserve.demo:ReverseLineHandler", "asyncio", "epoll"),
+        ("netserve.demo:ReverseLineHandler", "uvloop", "epoll"),
+        ("netserve.demo:AsyncReverseHandler", "asyncio", "epoll"),
+        ("netserve.demo:AsyncReverseHandler", "uvloop", "epoll"),
+        ("netserve.demo:ReverseLineHandler", "uvloop", "loop"),
+        ("netserve.demo:AsyncReverseHandler", "asyncio", "loop"),
     ],
 )
 def test_event_loop_handlers_are_detected_and_run_on_the_chosen_loop(
-    start_server: StartServer, handler: str, loop: str
+    start_server: StartServer, handler: str, loop: str, transport: str
 ) -> None:
-    server = start_server("serve", handler, "--loop", loop, "--bind", "127.0.0.1:0")
+    server = start_server(
+        "serve", handler, "--loop", loop, "--transport", transport, "--bind", "127.0.0.1:0"
+    )
     address = server.tcp_address()
     with connect(address) as sock:
         assert exchange(sock, b"kinds") == b"sdnik\n"
         assert exchange(sock, b"again") == b"niaga\n"
     [startup] = server.wait_for(STARTUP)
-    assert f"event loop ({loop};" in startup["description"]
+    assert f"event loop ({loop}, {transport} transports;" in startup["description"]
     assert server.stop()[0] == 0
 
 

@@ -175,6 +175,8 @@ def test_every_option_reaches_the_config() -> None:
             "1000",
             "--loop",
             "asyncio",
+            "--transport",
+            "loop",
             "--max-requests-jitter",
             "50",
             "--log-level",
@@ -198,6 +200,7 @@ def test_every_option_reaches_the_config() -> None:
         max_requests=1000,
         max_requests_jitter=50,
         loop="asyncio",
+        transport="loop",
         log_level="warning",
     )
     assert config == expected
@@ -274,6 +277,11 @@ def test_bad_overflow_lists_the_policies() -> None:
         Config(overflow="drop")
     assert "reject" in str(error.value)
     assert "wait" in str(error.value)
+
+
+def test_bad_transport_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"^transport: expected one of auto, epoll, loop"):
+        Config(transport="io_uring")
 
 
 @pytest.mark.parametrize(

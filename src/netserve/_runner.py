@@ -472,6 +472,7 @@ def _event_loop_server(
         drain_timeout=config.drain_timeout,
         threads=config.threads or DEFAULT_THREADS,
         heartbeat=heartbeat,
+        transport=config.transport,
     )
 
 
@@ -498,7 +499,7 @@ def _serve_on_event_loop(config: Config, handler: type[Any], install_signals: bo
 
 def _announce_event_loop(server: aio.AsyncServer, config: Config, startup: bool = True) -> None:
     if startup:
-        loop = loop_name(asyncio.get_running_loop())
+        loop = f"{loop_name(asyncio.get_running_loop())}, {server.transport} transports"
         logger.info(
             "netserve %s, pid %d: %s", _version, os.getpid(), config.describe(event_loop=loop)
         )

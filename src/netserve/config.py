@@ -25,6 +25,9 @@ DEFAULT_HANDLER = "netserve.demo:ReverseLineHandler"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 OVERFLOW_POLICIES = ("reject", "wait")
 LOOP_CHOICES = ("auto", "asyncio", "uvloop")
+#: Whose transports the event-loop server uses: netserve's own on one epoll set (Linux),
+#: the event loop's (``loop.create_server``), or "auto": epoll where the platform has it.
+TRANSPORT_CHOICES = ("auto", "epoll", "loop")
 #: Enough threads to keep a few cores busy with blocking handlers, few enough that a flood of
 #: connections cannot exhaust memory (each thread reserves a stack).
 DEFAULT_THREADS = 32
@@ -108,6 +111,12 @@ class Config:
         "the event loop for async and message handlers (auto: uvloop when installed)",
         choices=LOOP_CHOICES,
     )
+    transport: str = _option(
+        "auto",
+        "the event-loop server's transports: netserve's own on epoll (Linux), or the "
+        "loop's (auto: epoll where available)",
+        choices=TRANSPORT_CHOICES,
+    )
     log_level: str = _option("info", "how much to log", choices=LOG_LEVELS)
 
     def __post_init__(self) -> None:
@@ -120,6 +129,8 @@ class Config:
             raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}")
         if self.loop not in LOOP_CHOICES:
             raise ConfigError(f"loop: expected one of {', '.join(LOOP_CHOICES)}")
+        if self.transport not in TRANSPORT_CHOICES:
+            raise ConfigError(f"transport: expected one of {', '.join(TRANSPORT_CHOICES)}")
         if self.overflow not in OVERFLOW_POLICIES:
             raise ConfigError(f"overflow: expected one of {', '.join(OVERFLOW_POLICIES)}")
         self._check_numbers()

@@ -14,19 +14,30 @@ from typing import Any, TypeVar
 import pytest
 
 from netserve.aio import AsyncServer
+from netserve.aio import _server as aio_server
 
 #: How long a client waits for a reply, and helpers wait for a condition: generous, since the
 #: machine may be busy; a passing test never waits this long.
 WAIT = 10.0
 LOOPS = ["asyncio", "uvloop"]
+#: Each test runs on both loops with netserve's epoll transports (what "auto" picks on
+#: Linux), and on both with the loop's own transports (what it picks elsewhere).
+LOOPS_AND_TRANSPORTS = [*LOOPS, *(f"{loop}/loop-transports" for loop in LOOPS)]
 
 _T = TypeVar("_T")
 
 
-@pytest.fixture(params=LOOPS)
-def loop(request: pytest.FixtureRequest) -> str:
-    """The event loop to serve on, by name: each test runs on both."""
-    return str(request.param)
+@pytest.fixture(params=LOOPS_AND_TRANSPORTS)
+def loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The event loop to serve on, by name; with ``/loop-transports``, servers made in the
+    test with ``transport="auto"`` choose the loop's transports instead of epoll."""
+    name, _, transports = str(request.param).partition("/")
+    if transports:
+        choose = aio_server._transport_kind
+        monkeypatch.setattr(
+            aio_server, "_transport_kind", lambda c: "loop" if c == "auto" else choose(c)
+        )
+    return name
 
 
 class Running:

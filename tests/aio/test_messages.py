@@ -422,7 +422,9 @@ def test_a_slow_blocking_handler_bounds_its_queue_and_pauses_reading(loop: str) 
     with serving(Gated, loop, threads=1) as running, running.connect() as sock:
         sender = threading.Thread(target=sock.sendall, args=(data,))
         sender.start()
-        assert wait_until(lambda: running.call(_input_paused, running.server))
+        # paused with messages queued behind the gated one (setup's job ending can hand the
+        # first queue to the thread and resume reading for a moment)
+        assert wait_until(lambda: running.call(_paused_with_queue, running.server))
         queued = running.call(_queued, running.server)
         # the queue bound, plus what one read (up to 256 KiB) can hold of these lines
         assert aio.MAX_QUEUED_MESSAGES <= queued <= aio.MAX_QUEUED_MESSAGES + 256 * 1024 // 2
@@ -434,6 +436,10 @@ def test_a_slow_blocking_handler_bounds_its_queue_and_pauses_reading(loop: str) 
 
 def _input_paused(server: aio.AsyncServer) -> bool:
     return any(c._ns_paused & PAUSE_INPUT for c in server._connections.values())
+
+
+def _paused_with_queue(server: aio.AsyncServer) -> bool:
+    return _input_paused(server) and _queued(server) > 0
 
 
 def _queued(server: aio.AsyncServer) -> int:

@@ -427,3 +427,28 @@ def test_file_descriptors_and_connections_stay_flat_after_1000_connections(
         assert wait_until(lambda: _open_fds() <= before)
         tasks = running.call(lambda: len(asyncio.all_tasks()))
         assert tasks <= 2  # serve_forever and the periodic tick, no handler tasks left
+
+
+# --- transports ---------------------------------------------------------------------------------
+
+
+def test_auto_transport_is_epoll_where_the_platform_has_it() -> None:
+    from netserve.aio._epoll import epoll_available
+
+    server = aio.AsyncServer(Reverse, ["127.0.0.1:0"])
+    assert server.transport == ("epoll" if epoll_available() else "loop")
+    assert aio.AsyncServer(Reverse, ["127.0.0.1:0"], transport="loop").transport == "loop"
+
+
+def test_unknown_transport_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="transport: expected one of auto, epoll, loop"):
+        aio.AsyncServer(Reverse, ["127.0.0.1:0"], transport="kqueue")
+
+
+def test_epoll_where_the_platform_lacks_it_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("netserve.aio._server.epoll_available", lambda: False)
+    with pytest.raises(ConfigError, match="epoll is not available"):
+        aio.AsyncServer(Reverse, ["127.0.0.1:0"], transport="epoll")
+    assert aio.AsyncServer(Reverse, ["127.0.0.1:0"]).transport == "loop"

@@ -19,7 +19,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .._connections import _ip_of
 from .._errors import BindError, ConfigError
@@ -27,8 +27,9 @@ from .._listeners import Endpoint, format_address, parse_endpoint
 from .._log import RateLimitedLog, logger
 from .._server import FORCED_CLOSE_GRACE
 from .._types import Address
-from ..config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_THREADS
+from ..config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_THREADS, TRANSPORT_CHOICES
 from ._connection import Connection
+from ._epoll import EpollHub, epoll_available
 from ._loop import loop_name, run
 from ._messages import LengthPrefixedHandler, LineHandler, _MessageHandler
 from ._stream import AsyncRequestHandler
@@ -74,6 +75,25 @@ Listen = socket.socket | str | tuple[Any, ...]
 _HANDLER_BASES: Final = (AsyncRequestHandler, LineHandler, LengthPrefixedHandler)
 
 
+class _Listening(Protocol):
+    """What the server keeps of a listener: an ``asyncio.Server`` or an epoll listener."""
+
+    def close(self) -> None: ...
+
+
+def _transport_kind(choice: str) -> str:
+    """``"epoll"`` or ``"loop"`` for a ``transport=`` choice; ConfigError if unusable."""
+    if choice not in TRANSPORT_CHOICES:
+        raise ConfigError(
+            f"transport: expected one of {', '.join(TRANSPORT_CHOICES)}, got {choice!r}"
+        )
+    if choice == "auto":
+        return "epoll" if epoll_available() else "loop"
+    if choice == "epoll" and not epoll_available():
+        raise ConfigError("transport: epoll is not available on this platform; use 'loop'")
+    return choice
+
+
 def _resolve(future: asyncio.Future[None] | None) -> None:
     if future is not None and not future.done():
         future.set_result(None)
@@ -94,6 +114,10 @@ class AsyncServer:
       them).
     - *heartbeat*: called every *heartbeat_interval* seconds from the loop while the server
       runs (and drains); a pre-forked worker passes ``worker.notify``. Its errors are logged.
+    - *transport*: ``"epoll"``, netserve's own transports on one epoll set that the loop
+      watches (Linux; faster, and about a fifth of the memory per connection); ``"loop"``,
+      the event loop's own (``loop.create_server``); ``"auto"`` (the default): epoll where
+      the platform has it. Handlers behave the same on both; ``transport`` holds the choice.
 
     Run it with ``serve()`` (blocking, on a new loop), or ``await serve_forever()`` on a
     running loop; ``start()`` alone binds and starts accepting. Stop it with ``await
@@ -115,6 +139,7 @@ class AsyncServer:
         backlog: int = LISTEN_BACKLOG,
         heartbeat: Callable[[], object] | None = None,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        transport: str = "auto",
     ) -> None:
         if not (isinstance(handler, type) and issubclass(handler, _HANDLER_BASES)):
             raise ConfigError(
@@ -135,6 +160,8 @@ class AsyncServer:
             raise ConfigError(f"drain_timeout: must be 0 or more, got {drain_timeout}")
         if not heartbeat_interval > 0:
             raise ConfigError(f"heartbeat_interval: must be more than 0, got {heartbeat_interval}")
+        #: Whose transports serve the connections: "epoll" or "loop" ("auto" resolved).
+        self.transport = _transport_kind(transport)
         self.handler = handler
         self.listen = list(listen)
         if not self.listen:
@@ -155,7 +182,8 @@ class AsyncServer:
         self._loop_errors_held: dict[str, int] = {}
         self._connections: dict[int, Connection] = {}  # id -> connection, until it is done
         self._per_ip: dict[str, int] = {}
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[_Listening] = []
+        self._hub: EpollHub | None = None  # with epoll transports, once started
         self._addresses: list[Address] = []  # what the sockets were bound to
         self._unix_paths: list[str] = []  # socket files this server made, removed on stop
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -213,12 +241,20 @@ class AsyncServer:
                 self._ns_pool = BlockingPool(self.threads)
             self._loop = self._ns_loop = loop
             factory = functools.partial(self.handler, self)
-            for sock in sockets:
-                server = await loop.create_server(factory, sock=sock, backlog=self.backlog)
-                self._servers.append(server)
-                self._addresses.append(sock.getsockname())
+            if self.transport == "epoll":
+                hub = self._hub = EpollHub(loop)
+                for sock in sockets:
+                    sock.listen(self.backlog)
+                    self._addresses.append(sock.getsockname())
+                    self._servers.append(hub.listen(sock, factory))
+            else:
+                for sock in sockets:
+                    server = await loop.create_server(factory, sock=sock, backlog=self.backlog)
+                    self._servers.append(server)
+                    self._addresses.append(sock.getsockname())
         except BaseException:
             self._close_listeners()
+            self._close_hub()
             self._addresses.clear()
             for sock in sockets:
                 sock.close()
@@ -364,6 +400,7 @@ class AsyncServer:
                 self._tick_handle = None
             if self._ns_pool is not None:
                 self._ns_pool.close()
+            self._close_hub()
             logger.debug("stopped serving %s", self.handler.__qualname__)
             _resolve(self._stopped)
 
@@ -408,6 +445,11 @@ class AsyncServer:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         self._unix_paths.clear()
+
+    def _close_hub(self) -> None:
+        if self._hub is not None:
+            self._hub.close()
+            self._hub = None
 
     # -- listening sockets ----------------------------------------------------------------------
 

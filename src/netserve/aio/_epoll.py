@@ -1,0 +1,457 @@
+"""netserve's own transports: the server's sockets on one ``epoll`` set that the event loop
+watches as a single file descriptor (Linux).
+
+Why not the loop's transports. A transport of the loop (``loop.create_server``) costs about
+1 KiB per connection with uvloop (its object and libuv handle) and a trip through the loop's
+machinery per read; the server's connections here cost a socket object and one small
+transport, and a read is one ``recv`` called from a loop over what ``epoll`` reported. The
+loop still runs everything else: tasks, timers, thread hand-offs. Measured with
+``../shared/bench`` this is faster than a bare ``asyncio.Protocol`` on uvloop's own
+transports, and about a fifth of the memory.
+
+The transports keep asyncio's contract, so handlers (which are ``asyncio.Protocol`` objects)
+cannot tell the difference: ``connection_made`` first, ``data_received`` per read,
+``eof_received`` (returning True keeps our side open), ``pause_writing`` /
+``resume_writing`` around the write high-water mark, and ``connection_lost`` exactly once,
+from a callback scheduled after the socket is closed.
+
+Resources and errors: a transport owns its socket and closes it when it closes. A socket
+error (a reset, a broken pipe) closes the transport and is passed to ``connection_lost``; an
+exception from a protocol callback is logged with its traceback and aborts that connection
+only. ``accept()`` running out of file descriptors pauses that listener for
+``ACCEPT_BACKOFF`` seconds, logged at most once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import select
+import socket
+from collections.abc import Callable
+from typing import Any, Final
+
+from .._listeners import AcceptErrorPolicy, format_address
+from .._log import logger
+from .._types import ClientAddress
+
+__all__ = ["ACCEPT_BATCH", "MAX_EVENTS", "READ_SIZE", "EpollHub", "epoll_available"]
+
+#: The most a single ``recv`` takes: one read's worth of a fast client; a connection with
+#: more waiting is read again at the next turn (epoll is level-triggered), so one busy client
+#: cannot hold the loop.
+READ_SIZE: Final = 64 * 1024
+#: Connections accepted per listener per turn of the loop, at most: a burst of new clients
+#: is taken in batches, between which the connections already open are served.
+ACCEPT_BATCH: Final = 64
+#: Events taken from epoll per turn: what is left over is reported at the next turn.
+MAX_EVENTS: Final = 1024
+
+_IN: Final = select.EPOLLIN if hasattr(select, "EPOLLIN") else 1
+_OUT: Final = select.EPOLLOUT if hasattr(select, "EPOLLOUT") else 4
+_ERR_OR_HUP: Final = select.EPOLLERR | select.EPOLLHUP if hasattr(select, "EPOLLERR") else 8 | 16
+_TRY_AGAIN: Final = (BlockingIOError, InterruptedError)
+_DEFAULT_HIGH_WATER: Final = 64 * 1024
+
+ProtocolFactory = Callable[[], asyncio.Protocol]
+
+
+def epoll_available() -> bool:
+    """Whether this platform has ``epoll`` (Linux)."""
+    return hasattr(select, "epoll")
+
+
+class EpollHub:
+    """The epoll set of one server, watched by *loop* as one reader.
+
+    ``close()`` stops watching and closes the set; the listeners and transports registered
+    are closed by their owners (closing a transport after the hub is harmless).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._epoll = select.epoll()
+        self._watched: dict[int, _Listener | _Transport] = {}
+        self.closed = False
+        self.accept_errors = AcceptErrorPolicy()
+        loop.add_reader(self._epoll.fileno(), self._on_ready)
+
+    def listen(self, sock: socket.socket, factory: ProtocolFactory) -> _Listener:
+        """Accept connections on the listening *sock* (which the listener then owns) and
+        serve each with a protocol made by *factory*."""
+        listener = _Listener(self, sock, factory)
+        self.register(sock.fileno(), listener, _IN)
+        return listener
+
+    def register(self, fd: int, watched: _Listener | _Transport, mask: int) -> None:
+        self._epoll.register(fd, mask)
+        self._watched[fd] = watched
+
+    def modify(self, fd: int, mask: int) -> None:
+        self._epoll.modify(fd, mask)
+
+    def unregister(self, fd: int) -> None:
+        if self._watched.pop(fd, None) is not None and not self.closed:
+            self._epoll.unregister(fd)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+    def _on_ready(self) -> None:
+        watched = self._watched
+        for fd, events in self._epoll.poll(0, MAX_EVENTS):
+            target = watched.get(fd)
+            if target is not None:  # None: closed by an earlier event of this turn
+                target.on_events(events)
+
+
+class _Listener:
+    """A listening socket on the hub: accepts in batches and makes a transport per
+    connection."""
+
+    __slots__ = ("_factory", "_hub", "_nodelay", "_paused", "_sock", "closed")
+
+    def __init__(self, hub: EpollHub, sock: socket.socket, factory: ProtocolFactory) -> None:
+        sock.setblocking(False)
+        self._hub = hub
+        self._sock = sock
+        self._factory = factory
+        self._nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._paused = False
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return format_address(self._sock.getsockname()) if not self.closed else "closed"
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self._paused:
+            self._hub.unregister(self._sock.fileno())
+        self._sock.close()
+
+    def on_events(self, events: int) -> None:
+        sock = self._sock
+        family = sock.family
+        for _ in range(ACCEPT_BATCH):
+            try:
+                fd, address = sock._accept()  # type: ignore[attr-defined]  # no socket object
+            except _TRY_AGAIN:
+                return
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            try:
+                conn.setblocking(False)
+                if self._nodelay:
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:  # the client is already gone
+                logger.debug("dropping connection from %s: %s", format_address(address), exc)
+                conn.close()
+                continue
+            _Transport(self._hub, conn, address).start(self._factory())
+
+    def _accept_failed(self, exc: OSError) -> None:
+        pause = self._hub.accept_errors.backoff_after(exc, self)
+        if pause and not self.closed:
+            self._paused = True
+            self._hub.unregister(self._sock.fileno())
+            self._hub.loop.call_later(pause, self._resume)
+
+    def _resume(self) -> None:
+        if self._paused and not self.closed and not self._hub.closed:
+            self._paused = False
+            self._hub.register(self._sock.fileno(), self, _IN)
+
+
+class _Transport(asyncio.Transport):
+    """One accepted connection: asyncio's ``Transport`` contract over a non-blocking socket
+    on the hub (see the module docstring)."""
+
+    __slots__ = (
+        "_buffer",
+        "_closing",
+        "_eof_written",
+        "_fd",
+        "_high_water",
+        "_hub",
+        "_input_done",
+        "_low_water",
+        "_mask",
+        "_peername",
+        "_protocol",
+        "_reading",
+        "_sock",
+        "_write_paused",
+    )
+
+    def __init__(self, hub: EpollHub, sock: socket.socket, peername: ClientAddress) -> None:
+        # asyncio.BaseTransport.__init__ would give each connection an "extra" dict
+        self._hub = hub
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._peername = peername
+        self._protocol: asyncio.Protocol | None = None
+        self._buffer: bytearray | None = None  # what the socket did not take yet
+        self._mask = 0  # what the hub watches for
+        self._reading = True  # not paused, input not ended
+        self._input_done = False  # end of input was read
+        self._closing = False
+        self._eof_written = False
+        self._write_paused = False  # the protocol was told pause_writing()
+        self._high_water = _DEFAULT_HIGH_WATER
+        self._low_water = _DEFAULT_HIGH_WATER // 4
+
+    def __repr__(self) -> str:
+        state = "closing" if self._closing else "open"
+        return f"<netserve transport {format_address(self._peername)} {state}>"
+
+    def start(self, protocol: asyncio.Protocol) -> None:
+        """Watch the socket and give the protocol its ``connection_made``."""
+        self._protocol = protocol
+        self._mask = _IN
+        self._hub.register(self._fd, self, _IN)
+        try:
+            protocol.connection_made(self)
+        except Exception as exc:
+            self._protocol_failed("connection_made", exc)
+
+    # -- events from the hub --------------------------------------------------------------
+
+    def on_events(self, events: int) -> None:
+        if self._reading and events & (_IN | _ERR_OR_HUP):
+            self._read_ready()
+        if self._buffer is not None and events & (_OUT | _ERR_OR_HUP):
+            self._write_ready()
+        if events & _ERR_OR_HUP and not (self._reading or self._closing or self._buffer):
+            # neither reading nor writing: the hub reports this until the socket closes
+            self._close_now(ConnectionResetError("the connection was lost"))
+
+    def _read_ready(self) -> None:
+        try:
+            data = self._sock.recv(READ_SIZE)
+        except _TRY_AGAIN:
+            return
+        except OSError as exc:
+            self._close_now(exc)
+            return
+        protocol = self._protocol
+        assert protocol is not None
+        if data:
+            try:
+                protocol.data_received(data)
+            except Exception as exc:
+                self._protocol_failed("data_received", exc)
+            return
+        self._reading = False  # end of input
+        self._input_done = True
+        self._update_mask()
+        try:
+            keep_open = protocol.eof_received()
+        except Exception as exc:
+            self._protocol_failed("eof_received", exc)
+            return
+        if not keep_open:
+            self.close()
+
+    def _write_ready(self) -> None:
+        buffer = self._buffer
+        assert buffer is not None
+        try:
+            sent = self._sock.send(buffer)
+        except _TRY_AGAIN:
+            return
+        except OSError as exc:
+            self._close_now(exc)
+            return
+        del buffer[:sent]
+        if buffer:
+            self._maybe_resume_protocol(len(buffer))
+            return
+        self._buffer = None
+        self._update_mask()
+        self._maybe_resume_protocol(0)
+        if self._eof_written:
+            self._shutdown_write()
+        if self._closing:
+            self._close_now(None)
+
+    # -- asyncio.WriteTransport -------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send *data*, or what the socket does not take at once later; dropped once the
+        transport is closing. RuntimeError after ``write_eof()``."""
+        if self._eof_written:
+            raise RuntimeError("cannot write after write_eof()")
+        if self._closing or not data:
+            return
+        buffer = self._buffer
+        if buffer is not None:
+            buffer += data
+        else:
+            if type(data) is memoryview:
+                data = data.cast("B")  # so that len() counts bytes
+            try:
+                sent = self._sock.send(data)
+            except _TRY_AGAIN:
+                sent = 0
+            except OSError as exc:
+                self._close_now(exc)
+                return
+            if sent == len(data):
+                return
+            buffer = self._buffer = bytearray(data[sent:])
+            self._update_mask()
+        if not self._write_paused and len(buffer) > self._high_water:
+            self._write_paused = True
+            self._call_protocol("pause_writing")
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        """End our side of the connection once what was written is sent."""
+        if self._eof_written or self._closing:
+            return
+        self._eof_written = True
+        if self._buffer is None:
+            self._shutdown_write()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffer) if self._buffer is not None else 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = _DEFAULT_HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water = high
+        self._low_water = low
+
+    # -- asyncio.ReadTransport -------------------------------------------------------------
+
+    def is_reading(self) -> bool:
+        return self._reading and not self._closing
+
+    def pause_reading(self) -> None:
+        if self._reading and not self._closing:
+            self._reading = False
+            self._update_mask()
+
+    def resume_reading(self) -> None:
+        # after end of input there is nothing more to read; the caller cannot tell, as with
+        # asyncio's transports, so this is a no-op then
+        if not self._reading and not self._closing and not self._input_done:
+            self._reading = True
+            self._update_mask()
+
+    # -- asyncio.BaseTransport -------------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self._peername
+        if name == "socket":
+            return self._sock
+        if name == "sockname":
+            try:
+                return self._sock.getsockname()
+            except OSError:
+                return default
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Stop reading; close once what was written is sent. ``connection_lost(None)``
+        follows."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._buffer is None:
+            self._close_now(None)
+        else:
+            self._update_mask()
+
+    def abort(self) -> None:
+        """Close now, dropping what was not sent. ``connection_lost(None)`` follows."""
+        self._close_now(None)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol  # type: ignore[assignment]
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._protocol is not None
+        return self._protocol
+
+    # -- inside ----------------------------------------------------------------------------------
+
+    def _update_mask(self) -> None:
+        mask = (_IN if self._reading and not self._closing else 0) | (
+            _OUT if self._buffer is not None else 0
+        )
+        if mask != self._mask and self._fd >= 0:
+            self._mask = mask
+            self._hub.modify(self._fd, mask)
+
+    def _shutdown_write(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._close_now(exc)
+
+    def _maybe_resume_protocol(self, size: int) -> None:
+        if self._write_paused and size <= self._low_water:
+            self._write_paused = False
+            self._call_protocol("resume_writing")
+
+    def _call_protocol(self, method: str) -> None:
+        try:
+            getattr(self._protocol, method)()
+        except Exception as exc:
+            self._protocol_failed(method, exc)
+
+    def _protocol_failed(self, method: str, exc: Exception) -> None:
+        logger.error(
+            "%s.%s failed for %s; closing the connection",
+            type(self._protocol).__qualname__,
+            method,
+            format_address(self._peername),
+            exc_info=exc,
+        )
+        self._close_now(exc)
+
+    def _close_now(self, exc: Exception | None) -> None:
+        """Close the socket at once and schedule ``connection_lost(exc)`` (once)."""
+        fd = self._fd
+        if fd < 0:
+            return
+        self._fd = -1
+        self._closing = True
+        self._reading = False
+        self._buffer = None
+        if isinstance(exc, OSError) and exc.errno not in _QUIET_ERRNOS:
+            logger.debug("connection from %s failed: %r", format_address(self._peername), exc)
+        self._hub.unregister(fd)
+        self._sock.close()
+        protocol = self._protocol
+        if protocol is not None:
+            self._hub.loop.call_soon(protocol.connection_lost, exc)
+
+
+_QUIET_ERRNOS: Final = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ETIMEDOUT})

@@ -1,0 +1,396 @@
+"""netserve's epoll transports, without a server: asyncio's transport contract over real
+loopback sockets, on both loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+import netserve.aio as aio
+from netserve.aio._epoll import EpollHub, epoll_available
+
+from .conftest import LOOPS, WAIT, connect, recv_exactly, recv_until
+
+pytestmark = pytest.mark.skipif(not epoll_available(), reason="epoll is Linux only")
+
+Event = tuple[Any, ...]
+
+
+@pytest.fixture(params=LOOPS)
+def loop_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Recorder(asyncio.Protocol):
+    """Puts every callback on *events*; *on_data* decides what a read does."""
+
+    def __init__(
+        self,
+        events: queue.Queue[Event],
+        on_data: Callable[[Recorder, bytes], object] | None = None,
+        keep_open_on_eof: bool = False,
+    ) -> None:
+        self.events = events
+        self.on_data = on_data
+        self.keep_open_on_eof = keep_open_on_eof
+        self.transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.events.put(("made", transport.get_extra_info("peername"), self))
+
+    def data_received(self, data: bytes) -> None:
+        self.events.put(("data", data))
+        if self.on_data is not None:
+            self.on_data(self, data)
+
+    def eof_received(self) -> bool:
+        self.events.put(("eof",))
+        if self.keep_open_on_eof:
+            self.transport.write(b"bye\n")
+            self.transport.close()
+        return self.keep_open_on_eof
+
+    def pause_writing(self) -> None:
+        self.events.put(("pause", self.transport.get_write_buffer_size()))
+
+    def resume_writing(self) -> None:
+        self.events.put(("resume", self.transport.get_write_buffer_size()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.put(("lost", exc))
+
+
+class Hub:
+    """A hub with one listener on 127.0.0.1, served by a loop in a background thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, hub: EpollHub, address: Any) -> None:
+        self.loop = loop
+        self.hub = hub
+        self.address = address
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the loop and return its result."""
+
+        async def call() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(WAIT)
+
+
+@contextmanager
+def hub_serving(loop_name: str, factory: Callable[[], asyncio.Protocol]) -> Iterator[Hub]:
+    started: queue.Queue[Hub | BaseException] = queue.Queue()
+    stop: list[asyncio.Event] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        hub = EpollHub(loop)
+        sock = socket.create_server(("127.0.0.1", 0))
+        listener = hub.listen(sock, factory)
+        stop.append(asyncio.Event())
+        started.put(Hub(loop, hub, sock.getsockname()))
+        try:
+            await stop[0].wait()
+        finally:
+            listener.close()
+            hub.close()
+
+    def target() -> None:
+        try:
+            aio.run(main(), loop_name)
+        except BaseException as exc:
+            started.put(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    running = started.get(timeout=WAIT)
+    if isinstance(running, BaseException):
+        raise running
+    try:
+        yield running
+    finally:
+        running.loop.call_soon_threadsafe(stop[0].set)
+        thread.join(WAIT)
+        assert not thread.is_alive()
+
+
+def next_event(events: queue.Queue[Event], kind: str) -> Event:
+    """The next event of *kind*, skipping others (bounded by WAIT)."""
+    while True:
+        event = events.get(timeout=WAIT)
+        if event[0] == kind:
+            return event
+
+
+def small_send_buffer(protocol: Recorder) -> None:
+    """Shrink the server side's send buffer, so that writes back up in the transport."""
+    sock = protocol.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+
+
+def echo(protocol: Recorder, data: bytes) -> None:
+    protocol.transport.write(data)
+
+
+def test_callbacks_come_in_order_with_the_peer_address(loop_name: str) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events, echo)) as running:
+        with connect(running.address) as client:
+            client.sendall(b"hello\n")
+            assert recv_until(client, b"\n") == b"hello\n"
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(1) == b""  # eof_received returned False: the server closed
+            peer = client.getsockname()
+        kinds = []
+        while not kinds or kinds[-1] != "lost":
+            kinds.append(events.get(timeout=WAIT)[0])
+    assert kinds == ["made", "data", "eof", "lost"]
+    # made carried the peer's address, as accept() gave it
+    with (
+        hub_serving(loop_name, lambda: Recorder(events)) as running,
+        connect(running.address) as client,
+    ):
+        assert next_event(events, "made")[1] == client.getsockname()
+    assert peer[0] == "127.0.0.1"
+
+
+def test_eof_received_true_keeps_our_side_open_for_a_reply(loop_name: str) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events, keep_open_on_eof=True)) as running:
+        with connect(running.address) as client:
+            client.shutdown(socket.SHUT_WR)
+            assert recv_until(client, b"\n") == b"bye\n"
+            assert client.recv(1) == b""
+        assert next_event(events, "lost")[1] is None
+
+
+def test_write_eof_ends_our_side_and_reading_goes_on(loop_name: str) -> None:
+    def reply_and_end(protocol: Recorder, data: bytes) -> None:
+        if data == b"end\n":
+            protocol.transport.write(b"ok\n")
+            protocol.transport.write_eof()
+            with pytest.raises(RuntimeError, match="write_eof"):
+                protocol.transport.write(b"more")
+
+    events: queue.Queue[Event] = queue.Queue()
+    with (
+        hub_serving(loop_name, lambda: Recorder(events, reply_and_end)) as running,
+        connect(running.address) as client,
+    ):
+        client.sendall(b"end\n")
+        assert recv_until(client, b"\n") == b"ok\n"
+        assert client.recv(1) == b""  # our side ended
+        client.sendall(b"still reading\n")
+        assert next_event(events, "data")[1] == b"end\n"
+        assert next_event(events, "data")[1] == b"still reading\n"
+
+
+def test_a_client_that_does_not_read_pauses_and_resumes_the_writer(loop_name: str) -> None:
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    total = 64 * len(chunk)
+
+    def flood(protocol: Recorder, data: bytes) -> None:
+        small_send_buffer(protocol)
+        for _ in range(64):
+            protocol.transport.write(chunk)
+        protocol.transport.close()  # sent in full before the socket closes
+
+    events: queue.Queue[Event] = queue.Queue()
+    with (
+        hub_serving(loop_name, lambda: Recorder(events, flood)) as running,
+        connect(running.address, small_buffers=True) as client,
+    ):
+        client.sendall(b"go\n")
+        paused = next_event(events, "pause")
+        assert paused[1] > 64 * 1024  # over the default high-water mark
+        received = recv_exactly(client, total)
+        assert received == chunk * 64
+        assert client.recv(1) == b""
+        assert next_event(events, "resume")[1] <= 16 * 1024
+        assert next_event(events, "lost")[1] is None
+
+
+def test_abort_drops_what_was_not_sent(loop_name: str) -> None:
+    chunk = b"x" * (64 * 1024)
+
+    def flood_then_abort(protocol: Recorder, data: bytes) -> None:
+        small_send_buffer(protocol)
+        for _ in range(64):
+            protocol.transport.write(chunk)
+        assert protocol.transport.get_write_buffer_size() > 0
+        protocol.transport.abort()
+        assert protocol.transport.is_closing()
+
+    events: queue.Queue[Event] = queue.Queue()
+    with (
+        hub_serving(loop_name, lambda: Recorder(events, flood_then_abort)) as running,
+        connect(running.address, small_buffers=True) as client,
+    ):
+        client.sendall(b"go\n")
+        assert next_event(events, "lost")[1] is None
+        got = 0
+        while True:
+            try:
+                data = client.recv(1 << 16)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            got += len(data)
+        assert got < 64 * len(chunk)
+
+
+def test_a_reset_reaches_connection_lost_as_a_connection_error(loop_name: str) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events)) as running:
+        client = connect(running.address)
+        next_event(events, "made")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset
+        exc = next_event(events, "lost")[1]
+        assert isinstance(exc, ConnectionError)
+
+
+def test_a_reset_while_reading_is_paused_still_ends_the_connection(loop_name: str) -> None:
+    def pause(protocol: Recorder, data: bytes) -> None:
+        protocol.transport.pause_reading()
+        assert not protocol.transport.is_reading()
+
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events, pause)) as running:
+        client = connect(running.address)
+        client.sendall(b"pause\n")
+        next_event(events, "data")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        assert isinstance(next_event(events, "lost")[1], ConnectionError)
+
+
+def test_paused_reading_holds_input_until_resumed(loop_name: str) -> None:
+    def pause_on_first(protocol: Recorder, data: bytes) -> None:
+        if data.startswith(b"first"):
+            protocol.transport.pause_reading()
+        else:
+            protocol.transport.write(data)
+
+    events: queue.Queue[Event] = queue.Queue()
+    with (
+        hub_serving(loop_name, lambda: Recorder(events, pause_on_first)) as running,
+        connect(running.address) as paused,
+        connect(running.address) as other,
+    ):
+        protocol = next(e for e in _made(events, 2) if e[1] == paused.getsockname())[2]
+        paused.sendall(b"first\n")
+        assert next_event(events, "data")[1] == b"first\n"
+        paused.sendall(b"second\n")
+        # a round trip on another connection: the loop has turned since "second" came
+        other.sendall(b"ping\n")
+        assert recv_until(other, b"\n") == b"ping\n"
+        assert [e for e in _drain(events) if e[0] == "data"] == [("data", b"ping\n")]
+        running.call(protocol.transport.resume_reading)
+        assert recv_until(paused, b"\n") == b"second\n"
+
+
+def _made(events: queue.Queue[Event], count: int) -> list[Event]:
+    """The "made" events already queued (at least *count*), leaving the others queued."""
+    made: list[Event] = []
+    others: list[Event] = []
+    while len(made) < count:
+        event = events.get(timeout=WAIT)
+        (made if event[0] == "made" else others).append(event)
+    for event in others:
+        events.put(event)
+    return made
+
+
+def _drain(events: queue.Queue[Event]) -> list[Event]:
+    drained: list[Event] = []
+    while True:
+        try:
+            drained.append(events.get_nowait())
+        except queue.Empty:
+            return drained
+
+
+def test_a_failing_callback_closes_only_its_connection(
+    loop_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail_on_boom(protocol: Recorder, data: bytes) -> None:
+        if data == b"boom\n":
+            raise ValueError("boom")
+        protocol.transport.write(data)
+
+    events: queue.Queue[Event] = queue.Queue()
+    caplog.set_level(logging.ERROR, logger="netserve")
+    with (
+        hub_serving(loop_name, lambda: Recorder(events, fail_on_boom)) as running,
+        connect(running.address) as bad,
+        connect(running.address) as good,
+    ):
+        bad.sendall(b"boom\n")
+        assert bad.recv(1) == b""
+        exc = next_event(events, "lost")[1]
+        assert isinstance(exc, ValueError)
+        good.sendall(b"fine\n")
+        assert recv_until(good, b"\n") == b"fine\n"
+    failures = [r for r in caplog.records if "data_received failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_no_descriptor_is_left_behind(loop_name: str) -> None:
+    def close_on_q(protocol: Recorder, data: bytes) -> None:
+        if data == b"q\n":
+            protocol.transport.close()
+        else:
+            protocol.transport.write(data)
+
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events, close_on_q)) as running:
+        before = _open_fds()
+        for n in range(150):
+            client = connect(running.address)
+            client.sendall(b"hi\n")
+            assert recv_until(client, b"\n") == b"hi\n"
+            if n % 3 == 0:
+                client.close()  # the client ends it
+            elif n % 3 == 1:
+                client.sendall(b"q\n")  # the server ends it
+                assert client.recv(1) == b""
+                client.close()
+            else:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()  # a reset
+        lost = 0
+        while lost < 150:
+            lost += next_event(events, "lost")[0] == "lost"
+        assert _open_fds() == before
+
+
+def test_write_buffer_limits_are_checked_and_kept(loop_name: str) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events)) as running, connect(running.address):
+        transport = next_event(events, "made")[2].transport
+        running.call(transport.set_write_buffer_limits, 1000)
+        assert running.call(transport.get_write_buffer_limits) == (250, 1000)
+        with pytest.raises(ValueError, match="must be >="):
+            running.call(transport.set_write_buffer_limits, 10, 20)
+        assert transport.get_extra_info("sockname") == running.address
+        assert transport.get_extra_info("nothing", 42) == 42
