@@ -1089,6 +1089,33 @@ def test_udp_with_an_event_loop_handler_is_one_error_line() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("handler", ["ReverseLineHandler", "AsyncReverseHandler", "ReverseHandler"])
+def test_max_requests_recycles_a_worker_of_any_handler_kind(
+    start_server: StartServer, handler: str
+) -> None:
+    server = start_server(
+        "serve",
+        f"netserve.demo:{handler}",
+        "--workers",
+        "1",
+        "--max-requests",
+        "3",
+        "--bind",
+        "127.0.0.1:0",
+    )
+    address = server.tcp_address()
+    for n in range(3):  # three connections: the worker's last
+        with connect(address) as sock:
+            assert exchange(sock, b"conn%d" % n) == b"%dnnoc\n" % n
+    [recycled] = server.wait_for(r"worker pid (\d+): 3 requests served \(max_requests\)")
+    # the replacement serves, with the old one gone
+    server.wait_for(rf"serving netserve\.demo:{handler} on tcp", count=2)
+    with connect(address) as sock:
+        assert exchange(sock, b"next") == b"txen\n"
+    assert server.stop()[0] == 0
+    assert recycled[1].isdigit()
+
+
 def test_event_loop_handler_with_workers(start_server: StartServer) -> None:
     server = start_server(
         "serve", "netserve.demo:ReverseLineHandler", "--workers", "2", "--bind", "127.0.0.1:0"

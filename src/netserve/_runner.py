@@ -41,6 +41,7 @@ from ._version import __version__ as _version
 from .aio import loop_name
 from .config import DEFAULT_HANDLER, DEFAULT_THREADS, Config
 from .strategies import ConcurrencyStrategy, Overflow, ThreadPerRequest, ThreadPool
+from .strategies.pool import LoadShare
 
 if TYPE_CHECKING:
     from .supervisor import Worker
@@ -189,13 +190,14 @@ def close_server(server: TCPServer) -> None:
             os.unlink(str(path))
 
 
-def _strategy(config: Config) -> ConcurrencyStrategy:
+def _strategy(config: Config, share: LoadShare | None) -> ConcurrencyStrategy:
     if config.threads:
         return ThreadPool(
             config.threads,
             config.max_queued,
             cast(Overflow, config.overflow),
             pause_when_busy=config.workers > 0,  # leave new connections to idle workers
+            share=share,  # and to the less loaded ones
         )
     # daemon threads, so a fast stop never waits for them; a graceful one drains them all
     return ThreadPerRequest(daemon=lambda: True, drain_daemon_threads=True)
@@ -214,6 +216,7 @@ def _server_for(
     handler: RequestHandlerFactory,
     config: Config,
     on_tick: Callable[[], None],
+    share: LoadShare | None,
 ) -> TCPServer:
     """A server on the already bound *listener*, with its own strategy and the limits."""
     base = _BASES[(listener.endpoint.family == socket.AF_UNIX, config.udp)]
@@ -234,7 +237,7 @@ def _server_for(
         listener.endpoint.address,
         handler,
         bind_and_activate=False,
-        concurrency=_strategy(config),
+        concurrency=_strategy(config, share),
         max_connections=config.max_connections,
         max_connections_per_ip=config.max_connections_per_ip,
         idle_timeout=config.idle_timeout,
@@ -252,9 +255,12 @@ def build_servers(
     listeners: list[Listener] | None = None,
     on_tick: Callable[[], None] = lambda: None,
     on_request: Callable[[], None] = lambda: None,
+    share: LoadShare | None = None,
 ) -> list[TCPServer]:
     """One server per listener (opened from ``config.bind`` when not given), each with its
-    own pool of ``config.threads`` threads; each request ends with one log line."""
+    own pool of ``config.threads`` threads; each request ends with one log line. A
+    pre-forked worker passes its *share* (``worker.balance``): its pools then accept only
+    while the worker is among the least loaded."""
     if config.udp and isinstance(handler, type) and issubclass(handler, StreamRequestHandler):
         raise ConfigError(f"udp: {handler.__qualname__} is a stream handler; it cannot serve UDP")
     opened = listeners is None
@@ -264,7 +270,7 @@ def build_servers(
     servers: list[TCPServer] = []
     try:
         for listener in listeners:
-            servers.append(_server_for(listener, logged, config, on_tick))
+            servers.append(_server_for(listener, logged, config, on_tick, share))
     except BaseException:
         for server in servers:
             server.server_close()  # its pool; the listener is closed below
@@ -460,6 +466,8 @@ def _event_loop_server(
     handler: type[Any],
     listeners: list[Listener],
     heartbeat: Callable[[], object] | None = None,
+    on_request: Callable[[], object] | None = None,
+    share: LoadShare | None = None,
 ) -> aio.AsyncServer:
     if config.udp:
         raise ConfigError("udp: async and message handlers serve streams only")
@@ -472,6 +480,8 @@ def _event_loop_server(
         drain_timeout=config.drain_timeout,
         threads=config.threads or DEFAULT_THREADS,
         heartbeat=heartbeat,
+        on_request=on_request,
+        share=share,
         transport=config.transport,
     )
 
@@ -579,7 +589,14 @@ def _serve_with_workers(config: Config) -> int:
 def _serve_worker_on_event_loop(
     config: Config, handler: type[Any], listeners: list[Listener], worker: Worker
 ) -> None:
-    server = _event_loop_server(config, handler, listeners, heartbeat=worker.notify)
+    server = _event_loop_server(
+        config,
+        handler,
+        listeners,
+        heartbeat=worker.notify,
+        on_request=worker.count_request,
+        share=worker.balance,
+    )
     worker.on_stop(server.request_stop)
 
     def ready() -> None:
@@ -600,7 +617,12 @@ def _worker_target(
             _serve_worker_on_event_loop(config, handler, listeners, worker)
             return
         servers = build_servers(
-            config, handler, listeners, on_tick=worker.notify, on_request=worker.count_request
+            config,
+            handler,
+            listeners,
+            on_tick=worker.notify,
+            on_request=worker.count_request,
+            share=worker.balance,
         )
         group = ServerGroup(servers, owns_socket_files=False)
         for server in servers:

@@ -204,6 +204,8 @@ class BaseServer:
                         else:
                             selector.unregister(self)
                     timeout = poll_interval if pause <= 0 else _min_timeout(poll_interval, pause)
+                    if not accepting and self._concurrency is not None:
+                        timeout = _min_timeout(timeout, self._concurrency.recheck_after())
                     ready = selector.select(timeout)
                     if control.stop_requested:
                         break

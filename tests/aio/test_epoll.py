@@ -394,3 +394,26 @@ def test_write_buffer_limits_are_checked_and_kept(loop_name: str) -> None:
             running.call(transport.set_write_buffer_limits, 10, 20)
         assert transport.get_extra_info("sockname") == running.address
         assert transport.get_extra_info("nothing", 42) == 42
+
+
+def test_a_failing_protocol_factory_closes_that_connection_only(
+    loop_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    made = 0
+
+    def factory() -> asyncio.Protocol:
+        nonlocal made
+        made += 1
+        if made == 1:
+            raise MemoryError("no room for a handler")
+        return Recorder(events, echo)
+
+    caplog.set_level(logging.ERROR, logger="netserve")
+    with hub_serving(loop_name, factory) as running:
+        with connect(running.address) as refused:
+            assert refused.recv(1) == b""
+        with connect(running.address) as served:
+            served.sendall(b"ok\n")
+            assert recv_until(served, b"\n") == b"ok\n"
+    assert any("cannot serve the connection" in r.getMessage() for r in caplog.records)

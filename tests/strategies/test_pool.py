@@ -162,3 +162,49 @@ def test_pause_when_busy_asks_the_server_to_stop_accepting_once_no_thread_is_idl
     finally:
         release.set()
         pool.close()
+
+
+class FakeShare:
+    """A load share that counts what the pool tells it and answers as told."""
+
+    recheck_interval = 0.25
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.allow = True
+        self.lock = threading.Lock()
+
+    def opened(self) -> None:
+        with self.lock:
+            self.open += 1
+
+    def closed(self) -> None:
+        with self.lock:
+            self.open -= 1
+
+    def allows(self) -> bool:
+        return self.allow
+
+
+def test_a_share_is_told_of_each_request_and_can_stop_accepting() -> None:
+    share = FakeShare()
+    pool = ThreadPool(max_workers=2, max_queued=8, share=share)
+    started, release = threading.Semaphore(0), threading.Event()
+    try:
+        assert pool.has_capacity()
+        assert pool.recheck_after() is None
+        assert pool.submit(None, _blocker(started, release))
+        assert started.acquire(timeout=WAIT)
+        assert share.open == 1
+        share.allow = False  # the other workers hold fewer: leave them the next one
+        assert not pool.has_capacity()
+        assert pool.recheck_after() == 0.25  # nobody calls back for other processes' counts
+        share.allow = True
+        assert pool.has_capacity()
+        assert pool.recheck_after() is None
+        release.set()
+        assert pool.drain(time.monotonic() + WAIT)
+        assert share.open == 0
+    finally:
+        release.set()
+        pool.close()

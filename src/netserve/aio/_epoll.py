@@ -34,6 +34,7 @@ from typing import Any, Final
 from .._listeners import AcceptErrorPolicy, format_address
 from .._log import logger
 from .._types import ClientAddress
+from ..strategies.pool import LoadShare
 
 __all__ = ["ACCEPT_BATCH", "MAX_EVENTS", "READ_SIZE", "EpollHub", "epoll_available"]
 
@@ -76,10 +77,13 @@ class EpollHub:
         self.accept_errors = AcceptErrorPolicy()
         loop.add_reader(self._epoll.fileno(), self._on_ready)
 
-    def listen(self, sock: socket.socket, factory: ProtocolFactory) -> _Listener:
+    def listen(
+        self, sock: socket.socket, factory: ProtocolFactory, share: LoadShare | None = None
+    ) -> _Listener:
         """Accept connections on the listening *sock* (which the listener then owns) and
-        serve each with a protocol made by *factory*."""
-        listener = _Listener(self, sock, factory)
+        serve each with a protocol made by *factory*; with a *share*, only while it
+        allows (a pre-forked worker's balance), looking again every ``recheck_interval``."""
+        listener = _Listener(self, sock, factory, share)
         self.register(sock.fileno(), listener, _IN)
         return listener
 
@@ -113,11 +117,18 @@ class _Listener:
     """A listening socket on the hub: accepts in batches and makes a transport per
     connection."""
 
-    __slots__ = ("_factory", "_hub", "_nodelay", "_paused", "_sock", "closed")
+    __slots__ = ("_factory", "_hub", "_nodelay", "_paused", "_share", "_sock", "closed")
 
-    def __init__(self, hub: EpollHub, sock: socket.socket, factory: ProtocolFactory) -> None:
+    def __init__(
+        self,
+        hub: EpollHub,
+        sock: socket.socket,
+        factory: ProtocolFactory,
+        share: LoadShare | None,
+    ) -> None:
         sock.setblocking(False)
         self._hub = hub
+        self._share = share
         self._sock = sock
         self._factory = factory
         self._nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
@@ -139,7 +150,11 @@ class _Listener:
     def on_events(self, events: int) -> None:
         sock = self._sock
         family = sock.family
+        share = self._share
         for _ in range(ACCEPT_BATCH):
+            if share is not None and not share.allows():
+                self._pause(share.recheck_interval)
+                return
             try:
                 fd, address = sock._accept()  # type: ignore[attr-defined]  # no socket object
             except _TRY_AGAIN:
@@ -156,14 +171,25 @@ class _Listener:
                 logger.debug("dropping connection from %s: %s", format_address(address), exc)
                 conn.close()
                 continue
-            _Transport(self._hub, conn, address).start(self._factory())
+            try:
+                protocol = self._factory()
+            except Exception:
+                logger.exception("cannot serve the connection from %s", format_address(address))
+                conn.close()
+                continue
+            _Transport(self._hub, conn, address).start(protocol)
 
     def _accept_failed(self, exc: OSError) -> None:
         pause = self._hub.accept_errors.backoff_after(exc, self)
-        if pause and not self.closed:
+        if pause:
+            self._pause(pause)
+
+    def _pause(self, seconds: float) -> None:
+        """Stop accepting for *seconds*."""
+        if not self.closed and not self._paused:
             self._paused = True
             self._hub.unregister(self._sock.fileno())
-            self._hub.loop.call_later(pause, self._resume)
+            self._hub.loop.call_later(seconds, self._resume)
 
     def _resume(self) -> None:
         if self._paused and not self.closed and not self._hub.closed:

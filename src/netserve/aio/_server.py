@@ -28,6 +28,7 @@ from .._log import RateLimitedLog, logger
 from .._server import FORCED_CLOSE_GRACE
 from .._types import Address
 from ..config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_THREADS, TRANSPORT_CHOICES
+from ..strategies.pool import LoadShare
 from ._connection import Connection
 from ._epoll import EpollHub, epoll_available
 from ._loop import loop_name, run
@@ -114,6 +115,12 @@ class AsyncServer:
       them).
     - *heartbeat*: called every *heartbeat_interval* seconds from the loop while the server
       runs (and drains); a pre-forked worker passes ``worker.notify``. Its errors are logged.
+    - *on_request*: called from the loop once per connection, when it is done (closed, and
+      its handler finished); a pre-forked worker passes ``worker.count_request``, which
+      recycles the worker after ``max_requests``. Its errors are logged.
+    - *share*: a pre-forked worker's ``worker.balance``: told of each connection, and (with
+      epoll transports) asked before each accept, so that the workers hold about as many
+      connections each.
     - *transport*: ``"epoll"``, netserve's own transports on one epoll set that the loop
       watches (Linux; faster, and about a fifth of the memory per connection); ``"loop"``,
       the event loop's own (``loop.create_server``); ``"auto"`` (the default): epoll where
@@ -139,6 +146,8 @@ class AsyncServer:
         backlog: int = LISTEN_BACKLOG,
         heartbeat: Callable[[], object] | None = None,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        on_request: Callable[[], object] | None = None,
+        share: LoadShare | None = None,
         transport: str = "auto",
     ) -> None:
         if not (isinstance(handler, type) and issubclass(handler, _HANDLER_BASES)):
@@ -174,6 +183,8 @@ class AsyncServer:
         self.backlog = backlog
         self.heartbeat = heartbeat
         self.heartbeat_interval = heartbeat_interval
+        self.on_request = on_request
+        self.share = share
         #: Connections refused, by reason: "max_connections", "max_connections_per_ip",
         #: "stopping" (made while the server was stopping).
         self.refused: Counter[str] = Counter()
@@ -246,7 +257,7 @@ class AsyncServer:
                 for sock in sockets:
                     sock.listen(self.backlog)
                     self._addresses.append(sock.getsockname())
-                    self._servers.append(hub.listen(sock, factory))
+                    self._servers.append(hub.listen(sock, factory, self.share))
             else:
                 for sock in sockets:
                     server = await loop.create_server(factory, sock=sock, backlog=self.backlog)
@@ -500,6 +511,8 @@ class AsyncServer:
                 self._per_ip[ip] = count + 1
                 connection._ns_ip = ip
         connections[id(connection)] = connection
+        if self.share is not None:
+            self.share.opened()
         return None
 
     def _ns_refuse(self, connection: Connection, reason: str) -> None:
@@ -518,6 +531,8 @@ class AsyncServer:
         """*connection* is done (closed, and its handler finished): count it out."""
         if self._connections.pop(id(connection), None) is None:
             return
+        if self.share is not None:
+            self.share.closed()
         if logger.isEnabledFor(logging.INFO):  # one line per connection, as the threads log
             logger.info("%s closed", format_address(connection.client_address))
         ip = connection._ns_ip
@@ -527,6 +542,13 @@ class AsyncServer:
                 self._per_ip[ip] = count
             else:
                 self._per_ip.pop(ip, None)
+        if self.on_request is not None:
+            try:
+                self.on_request()
+            except Exception as exc:
+                self._log.log(
+                    logging.ERROR, "on_request", "the on_request callback failed: %r", exc
+                )
         if not self._connections:
             _resolve(self._wakeup)
 

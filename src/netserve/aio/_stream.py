@@ -117,7 +117,7 @@ class _Driver(Coroutine[Any, None, None]):
     def __init__(self, handler: AsyncRequestHandler, loop: asyncio.AbstractEventLoop) -> None:
         self.handler = handler
         self.coro: Coroutine[Any, Any, None] | None = None  # started by the first step
-        self.send_to_coro: Callable[[None], Any] | None = None  # coro.send, bound once
+        self.send_to_coro: Callable[[Any], Any] | None = None  # coro.send, bound once
         self.handoff: Any = _NO_HANDOFF
         self._loop = loop  # read by asyncio's Task, as futures._get_loop() does
         self._asyncio_future_blocking = False
@@ -303,9 +303,11 @@ class AsyncRequestHandler(Connection):
             driver = self._ns_driver
             driver._asyncio_future_blocking = True
             try:
-                yield driver
+                line = yield driver
             finally:
                 self._ns_want = _WANT_NOTHING
+            if line is not None:
+                return line  # data_received passed a read that was exactly one line
 
     @types.coroutine
     def read(self, max_bytes: int = READ_SIZE) -> Generator[Any, None, bytes]:
@@ -446,6 +448,13 @@ class AsyncRequestHandler(Connection):
         if not buffer:
             if self._ns_eof:
                 return  # the input was cut (a line too long): discard
+            if (
+                self._ns_want == _WANT_LINE
+                and data.find(b"\n") == len(data) - 1
+                and len(data) <= self.max_line + 1
+                and self._ns_resume_task(data)
+            ):
+                return  # the read was one whole line, the one readline() waits for
             self._ns_buffer = buffer = data
         elif type(buffer) is bytes:
             merged = bytearray(buffer)
@@ -459,16 +468,16 @@ class AsyncRequestHandler(Connection):
         if want:
             if want == _WANT_LINE:
                 if b"\n" in data or len(buffer) - self._ns_start > self.max_line:
-                    self._ns_resume_task()
+                    self._ns_wake_task()
             elif want > 0 and len(buffer) - self._ns_start >= want:
-                self._ns_resume_task()
+                self._ns_wake_task()
         elif len(buffer) - self._ns_start > READ_BUFFER_LIMIT:
             self._ns_pause(PAUSE_INPUT)
 
     def eof_received(self) -> bool:
         self._ns_eof = True
         if self._ns_want > 0 or self._ns_want == _WANT_LINE:
-            self._ns_resume_task()
+            self._ns_wake_task()
         return True  # keep our side open: the handler may still write
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -478,7 +487,7 @@ class AsyncRequestHandler(Connection):
         self._ns_state = LOST
         self._ns_eof = True
         if self._ns_want:
-            self._ns_resume_task()
+            self._ns_wake_task()
         if self._ns_task is None:
             self.server._ns_forget(self)
 
@@ -491,43 +500,53 @@ class AsyncRequestHandler(Connection):
 
     # -- the task ----------------------------------------------------------------------------
 
-    def _ns_resume_task(self) -> None:
-        """The wait is over: run the handler on, here if the task is parked on the driver.
+    def _ns_wake_task(self) -> None:
+        """The wait is over: run the handler on, here if the task is parked on the driver
+        (``_ns_resume_task``), else through the task.
 
         Only for the protocol callbacks the loop makes (data_received, eof_received,
         connection_lost), where no task is running."""
+        if self._ns_driver._callback is not None and not self._ns_resume_task(None):
+            self._ns_driver.wake()  # e.g. a wait_for() or gather() task is the one waiting
+
+    def _ns_resume_task(self, value: bytes | None) -> bool:
+        """Run the handler coroutine on from its wait on the driver, sending it *value* (a
+        line for ``readline()``, or None: look at the buffer), with its task entered as
+        the current task and in the task's context, as asyncio's own task step does.
+
+        Return False, having done nothing, when the task is not parked on the driver
+        (nobody waits yet, or a ``wait_for()`` or ``gather()`` task is the one waiting)."""
         driver = self._ns_driver
-        if driver._callback is None:
-            return  # nobody waits on it yet (the task has not started), or woken already
         task = self._ns_task
         send = driver.send_to_coro
         context = driver._context
         if (
-            _enter_task is None
-            or _leave_task is None
+            driver._callback is None
             or task is None
             or send is None
             or context is None
+            or _enter_task is None
+            or _leave_task is None
             or task._fut_waiter is not driver  # type: ignore[attr-defined]
         ):
-            driver.wake()  # e.g. a wait_for() or gather() task is the one waiting
-            return
+            return False
         loop = driver._loop
         _enter_task(loop, task)
         try:
-            yielded = context.run(send, None)
+            yielded = context.run(send, value)
         except StopIteration:
             handoff = _DONE
         except BaseException as exc:
             handoff = _Raised(exc)
         else:
             if yielded is driver:
-                return  # waiting for input again: the task stays parked on the driver
+                return True  # waiting for input again: the task stays parked on the driver
             handoff = yielded  # something else to wait on: the task takes it over
         finally:
             _leave_task(loop, task)
         driver.handoff = handoff
         driver.wake()
+        return True
 
     async def _ns_main(self) -> None:
         cls = type(self)

@@ -26,6 +26,11 @@ class ConcurrencyStrategy(Protocol):
     def on_capacity(self, callback: Callable[[], None]) -> None:
         """Have *callback* called, from any thread, whenever capacity may have come back."""
 
+    def recheck_after(self) -> float | None:
+        """After ``has_capacity()`` said False: in how many seconds to ask again, when the
+        answer depends on something no callback reports (other processes); None when
+        ``on_capacity`` callbacks cover it."""
+
     def drain(self, deadline: float | None) -> bool:
         """Wait until every submitted request is done, or until the ``time.monotonic()``
         *deadline* (None: no deadline). True if nothing is left in flight."""

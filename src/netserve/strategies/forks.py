@@ -57,6 +57,9 @@ class ForkPerRequest:
     def on_capacity(self, callback: Callable[[], None]) -> None:
         """Never called: this strategy is never full."""
 
+    def recheck_after(self) -> float | None:
+        return None
+
     def drain(self, deadline: float | None) -> bool:
         while self.children:
             timeout = None if deadline is None else deadline - time.monotonic()

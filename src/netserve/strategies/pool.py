@@ -12,13 +12,27 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from .._errors import ConfigError
 from .._log import logger
 from ..config import DEFAULT_MAX_QUEUED, DEFAULT_THREADS
 
-__all__ = ["Overflow", "ThreadPool"]
+__all__ = ["LoadShare", "Overflow", "ThreadPool"]
+
+
+class LoadShare(Protocol):
+    """A process's share of the connections of several (a pre-forked worker's
+    ``AcceptBalance``): told of each connection opened and closed, asked before accepting."""
+
+    recheck_interval: float
+
+    def opened(self) -> None: ...
+
+    def closed(self) -> None: ...
+
+    def allows(self) -> bool: ...
+
 
 Overflow = Literal["reject", "wait"]
 OVERFLOW_POLICIES: tuple[str, ...] = get_args(Overflow)
@@ -42,6 +56,7 @@ class ThreadPool:
         overflow: Overflow = "reject",
         *,
         pause_when_busy: bool = False,
+        share: LoadShare | None = None,
     ) -> None:
         if max_workers < 1:
             raise ConfigError(f"max_workers: must be at least 1, got {max_workers}")
@@ -53,6 +68,9 @@ class ThreadPool:
         self.max_queued = max_queued
         self.overflow: Overflow = overflow
         self.pause_when_busy = pause_when_busy
+        #: Asked before accepting, told of each request (see ``has_capacity``).
+        self.share = share
+        self._declined_by_share = False
         self._lock = threading.Lock()  # guards the counts below; never held while waiting
         # drain() and a waiting submit() wait on this; it is notified only when one waits
         self._changed = threading.Condition(self._lock)
@@ -84,12 +102,17 @@ class ThreadPool:
         in_flight = self._busy + self._queued
         if self.pause_when_busy and in_flight >= self.max_workers:
             return False
-        return self.overflow != "wait" or not self._full()
+        if self.overflow == "wait" and self._full():
+            return False
+        share = self.share
+        self._declined_by_share = share is not None and not share.allows()
+        return not self._declined_by_share
 
     def has_capacity(self) -> bool:
         """False while the server should not accept: a ``"wait"`` pool is full, or, with
         *pause_when_busy*, no thread is idle (in a pre-forked worker, so that a busy worker
-        leaves new connections to idle ones; the queue then only absorbs races)."""
+        leaves new connections to idle ones; the queue then only absorbs races), or while
+        the *share* says other processes should take the next connection."""
         with self._lock:
             return self._room_for_one_more()
 
@@ -97,6 +120,12 @@ class ThreadPool:
         """Call *callback* (from a worker thread) when a pool that had no capacity gets some;
         each server sharing the pool registers its own."""
         self._capacity_callbacks.append(callback)
+
+    def recheck_after(self) -> float | None:
+        """When the *share* declined: its recheck interval (other processes' counts come
+        with no callback)."""
+        share = self.share
+        return share.recheck_interval if share is not None and self._declined_by_share else None
 
     def submit(self, request: object, serve: Callable[[], object]) -> bool:
         """Queue ``serve``; False if the pool is closed, or full with overflow ``"reject"``.
@@ -109,6 +138,8 @@ class ThreadPool:
             if self._closing or self._full():
                 return False
             self._queued += 1
+        if self.share is not None:
+            self.share.opened()
         self._jobs.put(serve)
         return True
 
@@ -138,6 +169,8 @@ class ThreadPool:
                     self._busy -= 1
                     if self._watchers:
                         self._changed.notify_all()
+                if self.share is not None:
+                    self.share.closed()
             if room_came_back:
                 for callback in self._capacity_callbacks:
                     callback()

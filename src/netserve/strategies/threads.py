@@ -69,6 +69,9 @@ class ThreadPerRequest:
     def on_capacity(self, callback: Callable[[], None]) -> None:
         """Never called: this strategy is never full."""
 
+    def recheck_after(self) -> float | None:
+        return None
+
     def drain(self, deadline: float | None) -> bool:
         with self._lock:
             while self._waited_for():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from .._log import logger
+from ._loadboard import AcceptBalance, LoadBoard
 from ._protocol import BOOT_ERROR, EXIT_BOOT_ERROR, READY, STOPPING, Message, MessageReader
 from ._signals import SUPERVISOR_SIGNALS, SignalQueue
 from ._worker import (
@@ -78,6 +79,7 @@ class _Child:
     pid: int
     age: int
     channel: int | None  # read end of the worker's pipe; None once closed
+    slot: int | None  # its slot on the load board
     spawned_at: float
     last_heartbeat: float
     reader: MessageReader = field(default_factory=MessageReader)
@@ -112,6 +114,7 @@ class Arbiter:
         self._early_exits = 0
         self._last_early_exit = -BACKOFF_RESET_AFTER
         self._next_spawn_at = 0.0
+        self._board = LoadBoard()  # before any fork: every worker shares it
 
     def run(self) -> int:
         """Supervise until stopped; return the exit code. Signal handlers are restored, the
@@ -292,6 +295,7 @@ class Arbiter:
             return False
         os.set_blocking(reader, False)
         os.set_blocking(writer, False)
+        slot = self._board.claim()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
         try:
             pid = os.fork()
@@ -299,15 +303,19 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(reader)
             os.close(writer)
+            if slot is not None:
+                self._board.free(slot)
             logger.error("cannot fork a worker: %s", exc)
             self._note_early_exit(time.monotonic())
             return False
         if pid == 0:
-            self._become_worker(age, reader, writer, max_requests, mask)
+            self._become_worker(age, reader, writer, max_requests, mask, slot)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(writer)
         now = time.monotonic()
-        child = _Child(pid=pid, age=age, channel=reader, spawned_at=now, last_heartbeat=now)
+        child = _Child(
+            pid=pid, age=age, channel=reader, slot=slot, spawned_at=now, last_heartbeat=now
+        )
         self._children[pid] = child
         self._selector.register(reader, selectors.EVENT_READ, child)
         logger.info("spawned worker pid %d (age %d)", pid, age)
@@ -320,6 +328,7 @@ class Arbiter:
         writer: int,
         max_requests: int,
         mask: set[int | signal.Signals],
+        slot: int | None,
     ) -> NoReturn:
         """In the forked child: drop what is the parent's only, then run the target."""
         settings = self._settings
@@ -339,6 +348,7 @@ class Arbiter:
                 worker_timeout=settings.worker_timeout,
                 max_requests=max_requests,
                 graceful_timeout=settings.graceful_timeout,
+                balance=None if slot is None else AcceptBalance(self._board, slot),
             )
             install_signal_handlers(worker)
             set_parent_death_signal(self._prctl, signal.SIGTERM)
@@ -359,6 +369,8 @@ class Arbiter:
                 code = os.waitstatus_to_exitcode(status)
             self._read_channel(child, drain=True)  # a boot error may still be in the pipe
             self._close_channel(child)
+            if child.slot is not None:
+                self._board.free(child.slot)
             del self._children[child.pid]
             self._on_exit(child, code)
 

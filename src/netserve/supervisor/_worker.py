@@ -24,6 +24,7 @@ from types import FrameType
 from typing import NoReturn, cast
 
 from .._log import logger
+from ._loadboard import AcceptBalance
 from ._protocol import (
     EXIT_BOOT_ERROR,
     EXIT_CRASH,
@@ -87,8 +88,12 @@ class Worker:
         worker_timeout: float = 30.0,
         max_requests: int = 0,
         graceful_timeout: float = 30.0,
+        balance: AcceptBalance | None = None,
     ) -> None:
         self.pid = os.getpid()
+        #: Whether to accept another connection now, from the counts of all the workers
+        #: (None: accept freely). The serving code asks it; see ``_loadboard``.
+        self.balance = balance
         self.age = age
         self.parent_pid = parent_pid
         self.graceful_timeout = graceful_timeout
@@ -143,6 +148,8 @@ class Worker:
         if self._is_ready:
             return
         self._is_ready = True
+        if self.balance is not None:
+            self.balance.start_accepting()
         self._send(READY)
         self._next_heartbeat = time.monotonic() + self._heartbeat_interval
 
@@ -208,6 +215,8 @@ class Worker:
         self._stop_reason = reason
         self._stop_requested_at = time.monotonic()
         self._stop_requested = True
+        if self.balance is not None:
+            self.balance.stop_accepting()
         self._wake()
 
     def _wake(self) -> None:

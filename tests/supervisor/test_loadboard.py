@@ -1,0 +1,118 @@
+"""The load board: connection counts shared by the workers, and each worker's decision."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from netserve.supervisor import AcceptBalance, LoadBoard, _loadboard
+from netserve.supervisor._loadboard import ACCEPT_SLACK, NOT_ACCEPTING, PATIENCE
+
+
+def test_slots_are_claimed_freed_and_reused_lowest_first() -> None:
+    board = LoadBoard(slots=3)
+    assert [board.claim(), board.claim(), board.claim()] == [1, 2, 3]
+    assert board.claim() is None  # all taken: that worker accepts without balancing
+    board.free(2)
+    assert board.claim() == 2
+
+
+def test_fewest_counts_only_workers_that_accept() -> None:
+    board = LoadBoard(slots=4)
+    a, b, c = board.claim(), board.claim(), board.claim()
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    assert board.fewest() is None  # claimed, not accepting yet (booting)
+    board.publish(a, 7)
+    board.publish(b, 3)
+    assert board.fewest() == 3
+    board.publish(b, NOT_ACCEPTING)  # b drains
+    assert board.fewest() == 7
+    board.publish(c, 0)
+    board.free(c)  # c is gone: its count with it
+    assert board.fewest() == 7
+
+
+def test_the_board_is_shared_with_forked_children() -> None:
+    board = LoadBoard(slots=2)
+    mine, theirs = board.claim(), board.claim()
+    assert mine is not None
+    assert theirs is not None
+    board.publish(mine, 10)
+    pid = os.fork()
+    if pid == 0:  # the child: publish its count and leave at once
+        board.publish(theirs, 4)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert board.fewest() == 4
+
+
+def balances(count: int = 2) -> list[AcceptBalance]:
+    board = LoadBoard(slots=count)
+    result = []
+    for _ in range(count):
+        slot = board.claim()
+        assert slot is not None
+        balance = AcceptBalance(board, slot)
+        balance.start_accepting()
+        result.append(balance)
+    return result
+
+
+def test_a_worker_accepts_while_within_the_slack_of_the_least_loaded() -> None:
+    busy, idle = balances()
+    for _ in range(ACCEPT_SLACK):
+        busy.opened()
+    assert busy.allows()
+    busy.opened()  # one past the slack
+    assert not busy.allows()
+    assert idle.allows()
+    idle.opened()
+    assert busy.allows()  # the other caught up
+    busy.closed()
+    assert busy.open_connections == ACCEPT_SLACK
+
+
+def test_a_worker_declining_for_too_long_accepts_anyway(monkeypatch: pytest.MonkeyPatch) -> None:
+    busy, _stuck = balances()  # the other accepts nothing: stuck, say
+    for _ in range(ACCEPT_SLACK + 1):
+        busy.opened()
+    now = [100.0]
+    monkeypatch.setattr(_loadboard.time, "monotonic", lambda: now[0])
+    assert not busy.allows()
+    now[0] += PATIENCE / 2
+    assert not busy.allows()
+    now[0] += PATIENCE
+    assert busy.allows()  # no connection waits in the backlog for a stuck worker
+    assert not busy.allows()  # and patience starts over
+
+
+def test_a_stopped_worker_leaves_the_board_for_good() -> None:
+    leaving, staying = balances()
+    staying.opened()
+    staying.opened()
+    staying.opened()
+    leaving.stop_accepting()
+    assert not leaving.allows()
+    leaving.opened()  # a connection accepted before the stop, counted late
+    leaving.closed()
+    assert staying.board.fewest() == 3  # the leaving worker's 0 does not make others wait
+    assert staying.allows()
+
+
+def test_a_worker_counts_only_once_it_accepts() -> None:
+    board = LoadBoard(slots=2)
+    booting_slot, other_slot = board.claim(), board.claim()
+    assert booting_slot is not None
+    assert other_slot is not None
+    other = AcceptBalance(board, other_slot)
+    other.start_accepting()
+    for _ in range(5):
+        other.opened()
+    booting = AcceptBalance(board, booting_slot)
+    assert other.allows()  # the booting worker's 0 is not on the board yet
+    booting.start_accepting()
+    assert not other.allows()
