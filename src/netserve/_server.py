@@ -39,6 +39,9 @@ FORCED_CLOSE_GRACE = 2.0
 #: A stopping server refuses at most this many connections from its listen backlog: the
 #: kernel's backlog is bounded (somaxconn), so this only guards against a client flood.
 MAX_REFUSED_ON_STOP = 65536
+#: Connections a serve loop takes per wakeup at most, from a non-blocking listener: a burst
+#: costs one select() per batch, and the wakeup socket (shutdown) is looked at in between.
+ACCEPT_BATCH = 16
 
 if hasattr(selectors, "PollSelector"):
     _ServerSelector: type[selectors.BaseSelector] = selectors.PollSelector
@@ -211,7 +214,7 @@ class BaseServer:
                         break
                     for key, _ in ready:
                         if key.fileobj is self:
-                            self._handle_request_noblock()
+                            self._accept_batch(control)
                         else:
                             _drain_wakeups(wakeup)
                     self.service_actions()
@@ -307,23 +310,44 @@ class BaseServer:
             selector.register(self, selectors.EVENT_READ)
             while True:
                 if selector.select(timeout):
-                    return self._handle_request_noblock()
+                    self._handle_request_noblock()
+                    return None
                 if deadline is not None:
                     timeout = deadline - time.monotonic()
                     if timeout < 0:
                         return self.handle_timeout()
 
-    def _handle_request_noblock(self) -> None:
-        """Accept one request and process it; the listener must be readable."""
+    def _accept_batch(self, control: _LoopControl) -> None:
+        """The listener is readable: take a request, and while the listening socket is
+        non-blocking, up to ``ACCEPT_BATCH`` of those waiting, as capacity allows (a burst
+        then costs one ``select()``, not one per connection). A blocking listener (the
+        stdlib's default) gets one, as in socketserver."""
+        if not self._handle_request_noblock() or self._listener_blocks():
+            return
+        for _ in range(ACCEPT_BATCH - 1):
+            if control.stop_requested or not self._has_capacity():
+                return
+            if not self._handle_request_noblock():
+                return
+
+    def _listener_blocks(self) -> bool:
+        sock = getattr(self, "socket", None)
+        return not isinstance(sock, socket.socket) or sock.gettimeout() != 0.0
+
+    def _handle_request_noblock(self) -> bool:
+        """Accept one request and process it; the listener must be readable. False when no
+        request was waiting (another process took it) or accepting failed."""
         try:
             request, client_address = self.get_request()
+        except BlockingIOError:
+            return False  # another worker took it first
         except OSError as exc:
             pause = self._accept_policy.backoff_after(exc, self)
             if pause:
                 self._accept_paused_until = time.monotonic() + pause
-            return
+            return False
         if isinstance(request, socket.socket) and not self._admit(request, client_address):
-            return
+            return True
         if self.verify_request(request, client_address):
             try:
                 self.process_request(request, client_address)
@@ -335,6 +359,7 @@ class BaseServer:
                 raise
         else:
             self.shutdown_request(request)
+        return True
 
     def _admit(self, conn: _Socket, client_address: ClientAddress) -> bool:
         """Apply the connection limits and ``idle_timeout``; refuse and close if over.

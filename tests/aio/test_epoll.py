@@ -43,6 +43,7 @@ class Recorder(asyncio.Protocol):
         self.events = events
         self.on_data = on_data
         self.keep_open_on_eof = keep_open_on_eof
+        self.hold_on_eof = False  # True: keep our side open, and do nothing
         self.transport: asyncio.Transport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -57,6 +58,8 @@ class Recorder(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.events.put(("eof",))
+        if self.hold_on_eof:
+            return True
         if self.keep_open_on_eof:
             self.transport.write(b"bye\n")
             self.transport.close()
@@ -263,7 +266,7 @@ def test_a_reset_reaches_connection_lost_as_a_connection_error(loop_name: str) -
         assert isinstance(exc, ConnectionError)
 
 
-def test_a_reset_while_reading_is_paused_still_ends_the_connection(loop_name: str) -> None:
+def test_a_reset_while_reading_is_paused_shows_when_reading_resumes(loop_name: str) -> None:
     def pause(protocol: Recorder, data: bytes) -> None:
         protocol.transport.pause_reading()
         assert not protocol.transport.is_reading()
@@ -271,11 +274,63 @@ def test_a_reset_while_reading_is_paused_still_ends_the_connection(loop_name: st
     events: queue.Queue[Event] = queue.Queue()
     with hub_serving(loop_name, lambda: Recorder(events, pause)) as running:
         client = connect(running.address)
+        protocol = next_event(events, "made")[2]
         client.sendall(b"pause\n")
         next_event(events, "data")
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()
+        # as with asyncio's transports, a paused connection is not watched: resuming shows it
+        running.call(protocol.transport.resume_reading)
         assert isinstance(next_event(events, "lost")[1], ConnectionError)
+
+
+def test_both_sides_ended_the_connection_stays_until_closed(loop_name: str) -> None:
+    def end_ours(protocol: Recorder, data: bytes) -> None:
+        protocol.transport.write(b"bye\n")
+        protocol.transport.write_eof()
+
+    events: queue.Queue[Event] = queue.Queue()
+    with (
+        hub_serving(loop_name, lambda: Recorder(events, end_ours)) as running,
+        connect(running.address) as client,
+        connect(running.address) as other,
+    ):
+        protocol = next(e for e in _made(events, 2) if e[1] == client.getsockname())[2]
+        protocol.hold_on_eof = True
+        client.sendall(b"end\n")
+        assert recv_until(client, b"\n") == b"bye\n"
+        assert client.recv(1) == b""
+        client.shutdown(socket.SHUT_WR)  # both sides ended: epoll reports a hang-up
+        next_event(events, "eof")
+        other.sendall(b"turn\n")  # a round trip elsewhere: the loop has turned since
+        assert recv_until(other, b"\n") == b"bye\n"
+        assert [e for e in _drain(events) if e[0] == "lost"] == []
+        running.call(protocol.transport.close)
+        assert next_event(events, "lost")[1] is None
+
+
+def test_nothing_reaches_the_protocol_after_close(loop_name: str) -> None:
+    chunk = b"x" * (64 * 1024)
+
+    def flood_then_close(protocol: Recorder, data: bytes) -> None:
+        if data.startswith(b"go"):
+            small_send_buffer(protocol)
+            for _ in range(32):
+                protocol.transport.write(chunk)
+            protocol.transport.close()  # the buffer is still full: the socket stays open
+
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events, flood_then_close)) as running:
+        client = connect(running.address, small_buffers=True)
+        client.sendall(b"go\n")
+        assert next_event(events, "data")[1] == b"go\n"
+        client.sendall(b"late request\n")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        seen = []
+        while not seen or seen[-1][0] != "lost":
+            seen.append(events.get(timeout=WAIT))
+        assert [e for e in seen if e[0] in ("data", "eof")] == []
 
 
 def test_paused_reading_holds_input_until_resumed(loop_name: str) -> None:

@@ -208,3 +208,21 @@ def test_a_share_is_told_of_each_request_and_can_stop_accepting() -> None:
     finally:
         release.set()
         pool.close()
+
+
+def test_a_pool_without_room_waits_for_its_callback_not_for_the_share() -> None:
+    share = FakeShare()
+    share.allow = False
+    pool = ThreadPool(max_workers=1, max_queued=4, pause_when_busy=True, share=share)
+    started, release = threading.Semaphore(0), threading.Event()
+    try:
+        assert not pool.has_capacity()
+        assert pool.recheck_after() == 0.25  # the share said no
+        share.allow = True
+        assert pool.submit(None, _blocker(started, release))
+        assert started.acquire(timeout=WAIT)
+        assert not pool.has_capacity()  # its one thread is busy
+        assert pool.recheck_after() is None  # on_capacity will call when it is free
+    finally:
+        release.set()
+        pool.close()

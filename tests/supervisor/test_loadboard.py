@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from netserve.supervisor import AcceptBalance, LoadBoard, _loadboard
-from netserve.supervisor._loadboard import ACCEPT_SLACK, NOT_ACCEPTING, PATIENCE
+from netserve.supervisor._loadboard import ACCEPT_SLACK, NOT_ACCEPTING, STALE_AFTER
 
 
 def test_slots_are_claimed_freed_and_reused_lowest_first() -> None:
@@ -25,6 +23,8 @@ def test_fewest_counts_only_workers_that_accept() -> None:
     assert b is not None
     assert c is not None
     assert board.fewest() is None  # claimed, not accepting yet (booting)
+    for slot in (a, b, c):
+        board.stamp(slot)
     board.publish(a, 7)
     board.publish(b, 3)
     assert board.fewest() == 3
@@ -41,9 +41,11 @@ def test_the_board_is_shared_with_forked_children() -> None:
     assert mine is not None
     assert theirs is not None
     board.publish(mine, 10)
+    board.stamp(mine)
     pid = os.fork()
     if pid == 0:  # the child: publish its count and leave at once
         board.publish(theirs, 4)
+        board.stamp(theirs)
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
@@ -76,18 +78,28 @@ def test_a_worker_accepts_while_within_the_slack_of_the_least_loaded() -> None:
     assert busy.open_connections == ACCEPT_SLACK
 
 
-def test_a_worker_declining_for_too_long_accepts_anyway(monkeypatch: pytest.MonkeyPatch) -> None:
-    busy, _stuck = balances()  # the other accepts nothing: stuck, say
+def test_a_worker_that_stopped_stamping_is_left_out() -> None:
+    busy, stuck = balances()  # the other's loop is stuck: it stamps no more
     for _ in range(ACCEPT_SLACK + 1):
         busy.opened()
-    now = [100.0]
-    monkeypatch.setattr(_loadboard.time, "monotonic", lambda: now[0])
+    assert not busy.allows()  # the stuck one still looks alive
+    now = _loadboard._now_ms()
+    busy.board.stamp(busy.slot, now)
+    busy.board.stamp(stuck.slot, now - int(STALE_AFTER * 1000) - 1)
+    assert busy.board.fewest(now) == ACCEPT_SLACK + 1  # only the live worker counts
+    assert busy.allows()
+    stuck.alive()  # it came back
     assert not busy.allows()
-    now[0] += PATIENCE / 2
-    assert not busy.allows()
-    now[0] += PATIENCE
-    assert busy.allows()  # no connection waits in the backlog for a stuck worker
-    assert not busy.allows()  # and patience starts over
+
+
+def test_allows_only_reads_the_board() -> None:
+    busy, idle = balances()
+    for _ in range(ACCEPT_SLACK + 1):
+        busy.opened()
+    # declining many times, for however long, changes nothing: no patience runs out
+    assert [busy.allows() for _ in range(100)] == [False] * 100
+    idle.opened()
+    assert busy.allows()
 
 
 def test_a_stopped_worker_leaves_the_board_for_good() -> None:

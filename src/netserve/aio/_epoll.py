@@ -73,6 +73,8 @@ class EpollHub:
         self.loop = loop
         self._epoll = select.epoll()
         self._watched: dict[int, _Listener | _Transport] = {}
+        self._dispatching = False  # in _on_ready
+        self._left: set[int] = set()  # fds that left the set during this dispatch
         self.closed = False
         self.accept_errors = AcceptErrorPolicy()
         loop.add_reader(self._epoll.fileno(), self._on_ready)
@@ -97,6 +99,8 @@ class EpollHub:
     def unregister(self, fd: int) -> None:
         if self._watched.pop(fd, None) is not None and not self.closed:
             self._epoll.unregister(fd)
+            if self._dispatching:
+                self._left.add(fd)
 
     def close(self) -> None:
         if self.closed:
@@ -107,10 +111,20 @@ class EpollHub:
 
     def _on_ready(self) -> None:
         watched = self._watched
-        for fd, events in self._epoll.poll(0, MAX_EVENTS):
-            target = watched.get(fd)
-            if target is not None:  # None: closed by an earlier event of this turn
-                target.on_events(events)
+        left = self._left
+        self._dispatching = True
+        try:
+            for fd, events in self._epoll.poll(0, MAX_EVENTS):
+                # an fd that left the set during this turn may already be a new connection's
+                # (accepted since): the event was the old one's
+                if left and fd in left:
+                    continue
+                target = watched.get(fd)
+                if target is not None:
+                    target.on_events(events)
+        finally:
+            self._dispatching = False
+            left.clear()
 
 
 class _Listener:
@@ -252,13 +266,12 @@ class _Transport(asyncio.Transport):
     # -- events from the hub --------------------------------------------------------------
 
     def on_events(self, events: int) -> None:
+        # watched only while reading or writing (see _update_mask): an error or hang-up
+        # shows in the recv() or send() it wakes
         if self._reading and events & (_IN | _ERR_OR_HUP):
             self._read_ready()
         if self._buffer is not None and events & (_OUT | _ERR_OR_HUP):
             self._write_ready()
-        if events & _ERR_OR_HUP and not (self._reading or self._closing or self._buffer):
-            # neither reading nor writing: the hub reports this until the socket closes
-            self._close_now(ConnectionResetError("the connection was lost"))
 
     def _read_ready(self) -> None:
         try:
@@ -409,6 +422,7 @@ class _Transport(asyncio.Transport):
         if self._closing:
             return
         self._closing = True
+        self._reading = False  # nothing more reaches the protocol, as asyncio's transports do
         if self._buffer is None:
             self._close_now(None)
         else:
@@ -428,12 +442,21 @@ class _Transport(asyncio.Transport):
     # -- inside ----------------------------------------------------------------------------------
 
     def _update_mask(self) -> None:
-        mask = (_IN if self._reading and not self._closing else 0) | (
-            _OUT if self._buffer is not None else 0
-        )
-        if mask != self._mask and self._fd >= 0:
-            self._mask = mask
-            self._hub.modify(self._fd, mask)
+        """Watch for what the transport waits for; with nothing to wait for, leave the set
+        (as asyncio's transports leave the selector): epoll would report a hang-up (the
+        client ended its side after we ended ours) on every turn."""
+        mask = (_IN if self._reading else 0) | (_OUT if self._buffer is not None else 0)
+        old = self._mask
+        fd = self._fd
+        if mask == old or fd < 0:
+            return
+        self._mask = mask
+        if not old:
+            self._hub.register(fd, self, mask)
+        elif not mask:
+            self._hub.unregister(fd)
+        else:
+            self._hub.modify(fd, mask)
 
     def _shutdown_write(self) -> None:
         try:

@@ -98,15 +98,11 @@ class ThreadPool:
         return self._busy + self._queued >= self.max_workers + self.max_queued
 
     def _room_for_one_more(self) -> bool:
-        """What ``has_capacity`` answers; the caller holds the lock."""
+        """Whether the pool itself has room to accept; the caller holds the lock."""
         in_flight = self._busy + self._queued
         if self.pause_when_busy and in_flight >= self.max_workers:
             return False
-        if self.overflow == "wait" and self._full():
-            return False
-        share = self.share
-        self._declined_by_share = share is not None and not share.allows()
-        return not self._declined_by_share
+        return self.overflow != "wait" or not self._full()
 
     def has_capacity(self) -> bool:
         """False while the server should not accept: a ``"wait"`` pool is full, or, with
@@ -114,7 +110,11 @@ class ThreadPool:
         leaves new connections to idle ones; the queue then only absorbs races), or while
         the *share* says other processes should take the next connection."""
         with self._lock:
-            return self._room_for_one_more()
+            room = self._room_for_one_more()
+        share = self.share
+        # what recheck_after() answers goes with the last answer given here
+        self._declined_by_share = room and share is not None and not share.allows()
+        return room and not self._declined_by_share
 
     def on_capacity(self, callback: Callable[[], None]) -> None:
         """Call *callback* (from a worker thread) when a pool that had no capacity gets some;

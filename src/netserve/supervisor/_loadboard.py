@@ -9,10 +9,14 @@ clients and 2 workers, the split was 40 to 10.
 So the workers keep their counts of open connections on a ``LoadBoard``, an array in memory
 the supervisor maps before forking (shared by every process it forks), and a worker takes
 a new connection only while it holds at most ``ACCEPT_SLACK`` more than the least loaded
-worker that accepts. A worker that declines looks again every ``RECHECK_INTERVAL`` seconds,
-and takes the connection anyway once it has declined for ``PATIENCE`` seconds in a row, so
-that a worker that is stuck (with few connections, but not accepting) cannot make the others
-leave connections waiting in the backlog.
+worker that accepts. A worker that declines looks again every ``RECHECK_INTERVAL`` seconds
+(and whenever one of its own connections closes).
+
+Only live workers count: each stamps its slot with the time (``CLOCK_MONOTONIC``, the same
+in every process) at each heartbeat, and a slot whose stamp is older than ``STALE_AFTER`` is
+left out. So a worker whose serve loop is stuck, with few connections, makes the others
+leave new connections in the backlog for ``STALE_AFTER`` seconds at most, long before its
+``worker_timeout`` has it replaced.
 
 Slots: the supervisor gives each worker a slot when it forks it and frees the slot when it
 reaps it. A worker's slot reads ``NOT_ACCEPTING`` until the worker accepts, and again once
@@ -30,8 +34,8 @@ from typing import Final
 __all__ = [
     "ACCEPT_SLACK",
     "NOT_ACCEPTING",
-    "PATIENCE",
     "RECHECK_INTERVAL",
+    "STALE_AFTER",
     "AcceptBalance",
     "LoadBoard",
 ]
@@ -39,32 +43,41 @@ __all__ = [
 #: A worker accepts while it has at most this many connections more than the least loaded
 #: one: a little room, so that two workers with nearly equal counts both keep accepting.
 ACCEPT_SLACK: Final = 1
-#: How often a worker that declined looks at the board again.
-RECHECK_INTERVAL: Final = 0.002
-#: How long a worker declines in a row, at most, before it accepts anyway.
-PATIENCE: Final = 0.05
-#: What a slot holds when its worker does not accept (booting, stopping) or is gone.
+#: How often a worker that declined looks at the board again: it cannot be told when the
+#: others' counts change. A hundred looks a second cost little; the others take at most this
+#: long's worth of new connections beyond their share before it joins in again.
+RECHECK_INTERVAL: Final = 0.01
+#: A slot whose worker has not stamped it for this long is left out: its serve loop is stuck
+#: (or its process is gone and not yet reaped). Three of the longest heartbeat intervals.
+STALE_AFTER: Final = 3.0
+#: What a slot's count holds when its worker does not accept (booting, stopping) or is gone.
 NOT_ACCEPTING: Final = -1
 #: Slots on a board by default: workers alive at once, old ones draining during a reload
 #: included. A worker forked when none is free accepts without balancing.
 DEFAULT_SLOTS: Final = 256
 
-_INT_SIZE: Final = 4
+_FIELDS: Final = 2  # per slot: the count, then the stamp in milliseconds
+_ITEM_SIZE: Final = 8
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 class LoadBoard:
     """Open connections per worker, in an anonymous shared mapping: create it before
-    forking. Slot 0 holds how many slots are in use (the scan bound); worker slots start
-    at 1. Only the supervisor claims and frees slots; each worker writes its own."""
+    forking. Entry 0 holds the highest slot in use (the scan bound); worker slots start at
+    1. Only the supervisor claims and frees slots; each worker writes its own."""
 
     def __init__(self, slots: int = DEFAULT_SLOTS) -> None:
         if slots < 1:
             raise ValueError(f"slots: must be at least 1, got {slots}")
-        self._memory = mmap.mmap(-1, (slots + 1) * _INT_SIZE)  # MAP_SHARED: seen across fork
-        self._counts = memoryview(self._memory).cast("i")
-        for index in range(1, slots + 1):
-            self._counts[index] = NOT_ACCEPTING
-        self._counts[0] = 0
+        size = (slots + 1) * _FIELDS * _ITEM_SIZE
+        self._memory = mmap.mmap(-1, size)  # MAP_SHARED: the children see the same pages
+        self._cells = memoryview(self._memory).cast("q")
+        for slot in range(1, slots + 1):
+            self._cells[slot * _FIELDS] = NOT_ACCEPTING
+        self._cells[0] = 0
         self._free = list(range(slots, 0, -1))  # the supervisor's: lowest slot first
 
     def claim(self) -> int | None:
@@ -72,26 +85,36 @@ class LoadBoard:
         if not self._free:
             return None
         slot = self._free.pop()
-        self._counts[slot] = NOT_ACCEPTING
-        if slot > self._counts[0]:
-            self._counts[0] = slot
+        self._cells[slot * _FIELDS] = NOT_ACCEPTING
+        if slot > self._cells[0]:
+            self._cells[0] = slot
         return slot
 
     def free(self, slot: int) -> None:
         """The worker of *slot* is gone: forget its count and reuse the slot."""
-        self._counts[slot] = NOT_ACCEPTING
+        self._cells[slot * _FIELDS] = NOT_ACCEPTING
         self._free.append(slot)
         self._free.sort(reverse=True)
 
     def publish(self, slot: int, count: int) -> None:
         """Say how many connections the worker of *slot* holds (or ``NOT_ACCEPTING``)."""
-        self._counts[slot] = count
+        self._cells[slot * _FIELDS] = count
 
-    def fewest(self) -> int | None:
-        """The least connections any accepting worker holds; None if none accepts."""
-        counts = self._counts
-        accepting = [n for n in counts[1 : counts[0] + 1] if n >= 0]
-        return min(accepting) if accepting else None
+    def stamp(self, slot: int, now_ms: int | None = None) -> None:
+        """The worker of *slot* is alive (at *now_ms*, default now)."""
+        self._cells[slot * _FIELDS + 1] = _now_ms() if now_ms is None else now_ms
+
+    def fewest(self, now_ms: int | None = None) -> int | None:
+        """The least connections held by a live worker that accepts; None if there is
+        none."""
+        cells = self._cells
+        oldest = (_now_ms() if now_ms is None else now_ms) - int(STALE_AFTER * 1000)
+        fewest: int | None = None
+        for index in range(_FIELDS, (cells[0] + 1) * _FIELDS, _FIELDS):
+            count = cells[index]
+            if count >= 0 and cells[index + 1] >= oldest and (fewest is None or count < fewest):
+                fewest = count
+        return fewest
 
 
 class AcceptBalance:
@@ -106,8 +129,9 @@ class AcceptBalance:
         self.slot = slot
         self._lock = threading.Lock()
         self._open = 0
-        self._declining_since: float | None = None
-        self._stopped = False  # plain assignments only: stop_accepting() runs in a signal handler
+        self._accepting = False
+        # plain assignments only: stop_accepting() runs in a signal handler
+        self._stopped = False
 
     @property
     def open_connections(self) -> int:
@@ -124,7 +148,8 @@ class AcceptBalance:
     def _change(self, delta: int) -> None:
         with self._lock:
             self._open += delta
-            self._publish(self._open)
+            if self._accepting:
+                self._publish(self._open)
 
     def _publish(self, count: int) -> None:
         if not self._stopped:
@@ -134,25 +159,21 @@ class AcceptBalance:
 
     def allows(self) -> bool:
         """True if this worker should accept one more connection now (never once it has
-        stopped accepting)."""
+        stopped accepting). Reads the board only: safe from any thread."""
         if self._stopped:
             return False
-        count = self._open
         fewest = self.board.fewest()
-        if fewest is None or count <= fewest + ACCEPT_SLACK:
-            self._declining_since = None
-            return True
-        now = time.monotonic()
-        if self._declining_since is None:
-            self._declining_since = now
-        elif now - self._declining_since >= PATIENCE:
-            self._declining_since = None
-            return True  # the others are not taking it: do not leave it in the backlog
-        return False
+        return fewest is None or self._open <= fewest + ACCEPT_SLACK
+
+    def alive(self) -> None:
+        """Stamp the slot: call it from the serve loop at each heartbeat."""
+        self.board.stamp(self.slot)
 
     def start_accepting(self) -> None:
         """Count this worker in: from now on it is a candidate for new connections."""
         with self._lock:
+            self._accepting = True
+            self.board.stamp(self.slot)
             self._publish(self._open)
 
     def stop_accepting(self) -> None:

@@ -137,6 +137,8 @@ class Worker:
         if now < self._next_heartbeat:
             return
         self._next_heartbeat = now + self._heartbeat_interval
+        if self.balance is not None:
+            self.balance.alive()
         if os.getppid() != self.parent_pid:
             self._lose_parent(f"parent pid {self.parent_pid} is gone")
             return
