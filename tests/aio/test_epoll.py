@@ -93,7 +93,9 @@ class Hub:
 
 
 @contextmanager
-def hub_serving(loop_name: str, factory: Callable[[], asyncio.Protocol]) -> Iterator[Hub]:
+def hub_serving(
+    loop_name: str, factory: Callable[[], asyncio.Protocol], share: Any = None
+) -> Iterator[Hub]:
     started: queue.Queue[Hub | BaseException] = queue.Queue()
     stop: list[asyncio.Event] = []
 
@@ -101,7 +103,7 @@ def hub_serving(loop_name: str, factory: Callable[[], asyncio.Protocol]) -> Iter
         loop = asyncio.get_running_loop()
         hub = EpollHub(loop)
         sock = socket.create_server(("127.0.0.1", 0))
-        listener = hub.listen(sock, factory)
+        listener = hub.listen(sock, factory, share)
         stop.append(asyncio.Event())
         started.put(Hub(loop, hub, sock.getsockname()))
         try:
@@ -472,3 +474,40 @@ def test_a_failing_protocol_factory_closes_that_connection_only(
             served.sendall(b"ok\n")
             assert recv_until(served, b"\n") == b"ok\n"
     assert any("cannot serve the connection" in r.getMessage() for r in caplog.records)
+
+
+class GateShare:
+    """A load share that counts its questions and answers as told."""
+
+    recheck_interval = 0.005
+
+    def __init__(self) -> None:
+        self.allow = threading.Event()
+        self.asked = threading.Semaphore(0)
+        self.open = 0
+
+    def opened(self) -> None:
+        self.open += 1
+
+    def closed(self) -> None:
+        self.open -= 1
+
+    def allows(self) -> bool:
+        self.asked.release()
+        return self.allow.is_set()
+
+
+def test_a_listener_accepts_only_while_its_share_allows(loop_name: str) -> None:
+    share = GateShare()
+    events: queue.Queue[Event] = queue.Queue()
+    with (
+        hub_serving(loop_name, lambda: Recorder(events, echo), share) as running,
+        connect(running.address) as client,  # waits in the backlog
+    ):
+        for _ in range(3):  # asked, declined, asked again after the recheck interval
+            assert share.asked.acquire(timeout=WAIT)
+        assert events.empty()  # not accepted
+        share.allow.set()
+        next_event(events, "made")
+        client.sendall(b"now\n")
+        assert recv_until(client, b"\n") == b"now\n"

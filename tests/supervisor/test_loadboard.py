@@ -128,3 +128,12 @@ def test_a_worker_counts_only_once_it_accepts() -> None:
     assert other.allows()  # the booting worker's 0 is not on the board yet
     booting.start_accepting()
     assert not other.allows()
+
+
+def test_the_least_loaded_worker_always_accepts() -> None:
+    workers = balances(3)
+    counts = [4, 9, 1]
+    for balance, count in zip(workers, counts, strict=True):
+        for _ in range(count):
+            balance.opened()
+    assert [b.allows() for b in workers] == [False, False, True]

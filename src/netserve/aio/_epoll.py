@@ -131,7 +131,16 @@ class _Listener:
     """A listening socket on the hub: accepts in batches and makes a transport per
     connection."""
 
-    __slots__ = ("_factory", "_hub", "_nodelay", "_paused", "_share", "_sock", "closed")
+    __slots__ = (
+        "_declined",
+        "_factory",
+        "_hub",
+        "_nodelay",
+        "_paused",
+        "_share",
+        "_sock",
+        "closed",
+    )
 
     def __init__(
         self,
@@ -147,6 +156,7 @@ class _Listener:
         self._factory = factory
         self._nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._paused = False
+        self._declined = False  # paused because the share said no
         self.closed = False
 
     def __repr__(self) -> str:
@@ -168,6 +178,7 @@ class _Listener:
         for _ in range(ACCEPT_BATCH):
             if share is not None and not share.allows():
                 self._pause(share.recheck_interval)
+                self._declined = True
                 return
             try:
                 fd, address = sock._accept()  # type: ignore[attr-defined]  # no socket object
@@ -208,7 +219,14 @@ class _Listener:
     def _resume(self) -> None:
         if self._paused and not self.closed and not self._hub.closed:
             self._paused = False
+            self._declined = False
             self._hub.register(self._sock.fileno(), self, _IN)
+
+    def share_changed(self) -> None:
+        """One of this worker's connections closed: if the share said no, ask it again
+        now rather than at the next recheck."""
+        if self._declined:
+            self._resume()
 
 
 class _Transport(asyncio.Transport):

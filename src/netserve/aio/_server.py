@@ -30,7 +30,7 @@ from .._types import Address
 from ..config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_THREADS, TRANSPORT_CHOICES
 from ..strategies.pool import LoadShare
 from ._connection import Connection
-from ._epoll import EpollHub, epoll_available
+from ._epoll import EpollHub, _Listener, epoll_available
 from ._loop import loop_name, run
 from ._messages import LengthPrefixedHandler, LineHandler, _MessageHandler
 from ._stream import AsyncRequestHandler
@@ -533,6 +533,9 @@ class AsyncServer:
             return
         if self.share is not None:
             self.share.closed()
+            for listener in self._servers:
+                if isinstance(listener, _Listener):
+                    listener.share_changed()
         if logger.isEnabledFor(logging.INFO):  # one line per connection, as the threads log
             logger.info("%s closed", format_address(connection.client_address))
         ip = connection._ns_ip

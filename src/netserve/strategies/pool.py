@@ -171,6 +171,8 @@ class ThreadPool:
                         self._changed.notify_all()
                 if self.share is not None:
                     self.share.closed()
+                    # fewer connections here: the share may allow one more now
+                    room_came_back = room_came_back or self._declined_by_share
             if room_came_back:
                 for callback in self._capacity_callbacks:
                     callback()

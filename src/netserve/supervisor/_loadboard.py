@@ -10,7 +10,9 @@ So the workers keep their counts of open connections on a ``LoadBoard``, an arra
 the supervisor maps before forking (shared by every process it forks), and a worker takes
 a new connection only while it holds at most ``ACCEPT_SLACK`` more than the least loaded
 worker that accepts. A worker that declines looks again every ``RECHECK_INTERVAL`` seconds
-(and whenever one of its own connections closes).
+(a thread-pool worker also when one of its own connections closes): the least loaded one
+never declines, but it may be a worker that declined a moment ago and has not looked
+again yet, so new connections can wait that long in the backlog.
 
 Only live workers count: each stamps its slot with the time (``CLOCK_MONOTONIC``, the same
 in every process) at each heartbeat, and a slot whose stamp is older than ``STALE_AFTER`` is
@@ -44,9 +46,11 @@ __all__ = [
 #: one: a little room, so that two workers with nearly equal counts both keep accepting.
 ACCEPT_SLACK: Final = 1
 #: How often a worker that declined looks at the board again: it cannot be told when the
-#: others' counts change. A hundred looks a second cost little; the others take at most this
-#: long's worth of new connections beyond their share before it joins in again.
-RECHECK_INTERVAL: Final = 0.01
+#: others' counts change. Short, because it bounds how long a connection can wait when the
+#: workers' decisions cross (each declined on counts the other has since changed), and how
+#: many connections the others take beyond their share meanwhile; a look costs a few
+#: microseconds, so even 500 a second while declining cost well under 1% of a core.
+RECHECK_INTERVAL: Final = 0.002
 #: A slot whose worker has not stamped it for this long is left out: its serve loop is stuck
 #: (or its process is gone and not yet reaped). Three of the longest heartbeat intervals.
 STALE_AFTER: Final = 3.0
