@@ -511,3 +511,18 @@ def test_a_listener_accepts_only_while_its_share_allows(loop_name: str) -> None:
         next_event(events, "made")
         client.sendall(b"now\n")
         assert recv_until(client, b"\n") == b"now\n"
+
+
+def test_closing_a_transport_after_its_loop_closed_raises_nothing(loop_name: str) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events)) as running:
+        client = connect(running.address)
+        transport = next_event(events, "made")[2].transport
+    try:
+        # the loop is closed now, with the connection still open (its owner went away)
+        transport.abort()  # what a handler's finally does when its coroutine is collected
+        assert transport.is_closing()
+        assert events.empty()  # nobody to tell: connection_lost is not called
+        assert client.recv(1) == b""  # the socket was closed all the same
+    finally:
+        client.close()

@@ -25,6 +25,7 @@ only. ``accept()`` running out of file descriptors pauses that listener for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import select
 import socket
@@ -518,7 +519,9 @@ class _Transport(asyncio.Transport):
         self._sock.close()
         protocol = self._protocol
         if protocol is not None:
-            self._hub.loop.call_soon(protocol.connection_lost, exc)
+            # a closed loop (its owner is gone, and the connection with it): nobody to tell
+            with contextlib.suppress(RuntimeError):
+                self._hub.loop.call_soon(protocol.connection_lost, exc)
 
 
 _QUIET_ERRNOS: Final = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ETIMEDOUT})
