@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -223,6 +224,24 @@ def test_a_pool_without_room_waits_for_its_callback_not_for_the_share() -> None:
         assert started.acquire(timeout=WAIT)
         assert not pool.has_capacity()  # its one thread is busy
         assert pool.recheck_after() is None  # on_capacity will call when it is free
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_a_saturated_pool_says_so_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="netserve")
+    pool = ThreadPool(max_workers=1, max_queued=8)
+    started, release = threading.Semaphore(0), threading.Event()
+    try:
+        assert pool.submit(None, _blocker(started, release))
+        assert started.acquire(timeout=WAIT)
+        assert not [r for r in caplog.records if "threads are busy" in r.getMessage()]
+        assert pool.submit(None, lambda: None)  # waits for the one busy thread
+        assert pool.submit(None, lambda: None)
+        saturated = [r for r in caplog.records if "threads are busy" in r.getMessage()]
+        assert len(saturated) == 1  # the second is held back for SATURATION_LOG_INTERVAL
+        assert "all 1 threads are busy; requests waiting for one: 1" in saturated[0].getMessage()
     finally:
         release.set()
         pool.close()

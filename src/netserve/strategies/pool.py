@@ -8,6 +8,7 @@ and the kernel's backlog holds the rest until a worker is free.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -15,10 +16,14 @@ from collections.abc import Callable
 from typing import Literal, Protocol, get_args
 
 from .._errors import ConfigError
-from .._log import logger
+from .._log import RateLimitedLog, logger
 from ..config import DEFAULT_MAX_QUEUED, DEFAULT_THREADS
 
-__all__ = ["LoadShare", "Overflow", "ThreadPool"]
+__all__ = ["SATURATION_LOG_INTERVAL", "LoadShare", "Overflow", "ThreadPool"]
+
+#: A pool with every thread busy and requests waiting says so at most this often: often
+#: enough to be seen next to the slow clients, rarely enough not to flood a loaded server.
+SATURATION_LOG_INTERVAL = 10.0
 
 
 class LoadShare(Protocol):
@@ -81,6 +86,7 @@ class ThreadPool:
         self._busy = 0
         self._closing = False
         self._capacity_callbacks: list[Callable[[], None]] = []
+        self._saturation_log = RateLimitedLog(SATURATION_LOG_INTERVAL)
         self._threads = [
             threading.Thread(target=self._work, name=f"netserve-pool-{n}", daemon=True)
             for n in range(max_workers)
@@ -138,9 +144,20 @@ class ThreadPool:
             if self._closing or self._full():
                 return False
             self._queued += 1
+            waiting = self._busy + self._queued - self.max_workers
         if self.share is not None:
             self.share.opened()
         self._jobs.put(serve)
+        if waiting > 0:
+            self._saturation_log.log(
+                logging.WARNING,
+                "saturated",
+                "all %d threads are busy; requests waiting for one: %d (a thread serves "
+                "one connection until it closes: raise threads, or serve many long-lived "
+                "connections with an event-loop handler)",
+                self.max_workers,
+                waiting,
+            )
         return True
 
     def _wait_for_change(self, timeout: float | None) -> None:
