@@ -865,3 +865,34 @@ def test_repr_names_class_and_address(make_server: Any) -> None:
     text = repr(server)
     assert "TCPServer" in text
     assert str(server.server_address[1]) in text
+
+
+# --- accepting in batches ----------------------------------------------------------------------
+
+
+def test_only_a_thread_pool_on_a_non_blocking_listener_accepts_in_batches() -> None:
+    handler = netserve.StreamRequestHandler
+    pool = netserve.ThreadPool(max_workers=2)
+    servers = {
+        "pool": netserve.TCPServer(("127.0.0.1", 0), handler, concurrency=pool),
+        "pool, blocking listener": netserve.ThreadPoolTCPServer(("127.0.0.1", 0), handler),
+        "thread per request": netserve.ThreadingTCPServer(("127.0.0.1", 0), handler),
+        "forks": netserve.ForkingTCPServer(("127.0.0.1", 0), handler),
+        "inline": netserve.TCPServer(("127.0.0.1", 0), handler),
+    }
+    try:
+        for name, server in servers.items():
+            server.socket.setblocking(name == "pool, blocking listener")
+        # a forking server enforces max_children only between turns of its loop, a thread
+        # per request has no bound, and a blocking listener would block: one per wakeup
+        assert {name: server._batches_accepts() for name, server in servers.items()} == {
+            "pool": True,
+            "pool, blocking listener": False,
+            "thread per request": False,
+            "forks": False,
+            "inline": False,
+        }
+    finally:
+        for server in servers.values():
+            server.server_close()
+        pool.close()

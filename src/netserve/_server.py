@@ -26,7 +26,7 @@ from ._errors import ConfigError
 from ._listeners import AcceptErrorPolicy, format_address
 from ._log import RateLimitedLog, logger
 from ._types import Address, ClientAddress, RequestHandlerFactory
-from .strategies import ConcurrencyStrategy
+from .strategies import ConcurrencyStrategy, ThreadPool
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer", "UnixDatagramServer", "UnixStreamServer"]
 
@@ -196,9 +196,12 @@ class BaseServer:
         try:
             with _ServerSelector() as selector:
                 selector.register(wakeup, selectors.EVENT_READ)
-                accepting = False
+                accepting = backing_off = False
                 while not control.stop_requested:
                     pause = self._accept_paused_until - time.monotonic()
+                    if (pause > 0) != backing_off:
+                        backing_off = pause > 0
+                        self._tell_share(room=not backing_off)
                     can_accept = pause <= 0 and self._has_capacity()
                     if can_accept != accepting:
                         accepting = can_accept
@@ -220,6 +223,12 @@ class BaseServer:
                     self.service_actions()
         finally:
             control.end()
+
+    def _tell_share(self, room: bool) -> None:
+        """In a pre-forked worker: tell the load board whether this server can accept
+        (not while it backs off after accept errors), so the others do not wait for it."""
+        if isinstance(self._concurrency, ThreadPool) and self._concurrency.share is not None:
+            self._concurrency.share.set_room(id(self), room)
 
     def _has_capacity(self) -> bool:
         return self._concurrency is None or self._concurrency.has_capacity()
@@ -318,11 +327,13 @@ class BaseServer:
                         return self.handle_timeout()
 
     def _accept_batch(self, control: _LoopControl) -> None:
-        """The listener is readable: take a request, and while the listening socket is
-        non-blocking, up to ``ACCEPT_BATCH`` of those waiting, as capacity allows (a burst
-        then costs one ``select()``, not one per connection). A blocking listener (the
-        stdlib's default) gets one, as in socketserver."""
-        if not self._handle_request_noblock() or self._listener_blocks():
+        """The listener is readable: take a request, and, into a thread pool from a
+        non-blocking listener, up to ``ACCEPT_BATCH`` of those waiting, as the pool's
+        capacity allows (a burst then costs one ``select()``, not one per connection).
+        Otherwise one, as in socketserver: a blocking listener would block, forking
+        servers enforce ``max_children`` only between turns, and a worker without a pool
+        would take a whole burst from its peers."""
+        if not self._handle_request_noblock() or not self._batches_accepts():
             return
         for _ in range(ACCEPT_BATCH - 1):
             if control.stop_requested or not self._has_capacity():
@@ -330,9 +341,13 @@ class BaseServer:
             if not self._handle_request_noblock():
                 return
 
-    def _listener_blocks(self) -> bool:
+    def _batches_accepts(self) -> bool:
         sock = getattr(self, "socket", None)
-        return not isinstance(sock, socket.socket) or sock.gettimeout() != 0.0
+        return (
+            isinstance(self._concurrency, ThreadPool)
+            and isinstance(sock, socket.socket)
+            and sock.gettimeout() == 0.0
+        )
 
     def _handle_request_noblock(self) -> bool:
         """Accept one request and process it; the listener must be readable. False when no

@@ -10,6 +10,7 @@ import pytest
 
 from netserve import ConfigError
 from netserve.strategies import ThreadPool
+from netserve.supervisor import AcceptBalance, LoadBoard
 
 WAIT = 5.0
 
@@ -174,6 +175,7 @@ class FakeShare:
         self.open = 0
         self.allow = True
         self.lock = threading.Lock()
+        self.rooms: list[bool] = []
 
     def opened(self) -> None:
         with self.lock:
@@ -185,6 +187,9 @@ class FakeShare:
 
     def allows(self) -> bool:
         return self.allow
+
+    def set_room(self, key: int, room: bool) -> None:
+        self.rooms.append(room)
 
 
 def test_a_share_is_told_of_each_request_and_can_stop_accepting() -> None:
@@ -242,6 +247,52 @@ def test_a_saturated_pool_says_so_once_per_interval(caplog: pytest.LogCaptureFix
         saturated = [r for r in caplog.records if "threads are busy" in r.getMessage()]
         assert len(saturated) == 1  # the second is held back for SATURATION_LOG_INTERVAL
         assert "all 1 threads are busy; requests waiting for one: 1" in saturated[0].getMessage()
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_a_full_pool_tells_its_share_and_its_peers_take_the_connection() -> None:
+    # two workers with two listeners each; worker A's pool on X is full: without telling
+    # the board, worker B (more connections, idle threads on X) would decline X for good
+    board = LoadBoard(slots=2)
+    balance_a, balance_b = (AcceptBalance(board, board.claim() or 0) for _ in range(2))
+    balance_a.start_accepting()
+    balance_b.start_accepting()
+    release = threading.Event()
+
+    def pool(share: AcceptBalance) -> ThreadPool:
+        return ThreadPool(4, 0, pause_when_busy=True, share=share)
+
+    a_x, a_y, b_x, b_y = pool(balance_a), pool(balance_a), pool(balance_b), pool(balance_b)
+    try:
+        for _ in range(4):
+            assert a_x.submit(None, release.wait)
+            assert b_y.submit(None, release.wait)
+        for _ in range(2):
+            assert b_x.submit(None, release.wait)
+        assert not a_x.has_capacity()  # full: it says so on the board
+        assert b_x.has_capacity()  # so B takes X's next connection
+    finally:
+        release.set()
+        for each in (a_x, a_y, b_x, b_y):
+            each.close()
+
+
+def test_the_share_hears_when_room_goes_and_comes_back() -> None:
+    share = FakeShare()
+    pool = ThreadPool(max_workers=1, max_queued=4, pause_when_busy=True, share=share)
+    started, release = threading.Semaphore(0), threading.Event()
+    try:
+        assert pool.has_capacity()
+        assert share.rooms == []  # nothing changed
+        assert pool.submit(None, _blocker(started, release))
+        assert not pool.has_capacity()
+        assert share.rooms == [False]
+        release.set()
+        assert pool.drain(time.monotonic() + WAIT)
+        assert pool.has_capacity()
+        assert share.rooms == [False, True]
     finally:
         release.set()
         pool.close()

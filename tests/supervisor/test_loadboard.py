@@ -137,3 +137,17 @@ def test_the_least_loaded_worker_always_accepts() -> None:
         for _ in range(count):
             balance.opened()
     assert [b.allows() for b in workers] == [False, False, True]
+
+
+def test_a_worker_that_cannot_take_a_connection_does_not_hold_the_others() -> None:
+    full, other = balances()
+    for _ in range(2):
+        full.opened()
+    for _ in range(6):
+        other.opened()
+    assert not other.allows()
+    full.set_room(1, False)  # its pool is full, or it backs off after accept errors
+    assert full.board.fewest() == 6  # the full worker counts as not accepting
+    assert other.allows()
+    full.set_room(1, True)
+    assert not other.allows()

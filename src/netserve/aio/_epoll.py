@@ -25,7 +25,6 @@ only. ``accept()`` running out of file descriptors pauses that listener for
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import select
 import socket
@@ -207,8 +206,10 @@ class _Listener:
 
     def _accept_failed(self, exc: OSError) -> None:
         pause = self._hub.accept_errors.backoff_after(exc, self)
-        if pause:
+        if pause and not self._paused:
             self._pause(pause)
+            if self._share is not None:  # the other workers must not wait for this one
+                self._share.set_room(id(self), False)
 
     def _pause(self, seconds: float) -> None:
         """Stop accepting for *seconds*."""
@@ -220,6 +221,8 @@ class _Listener:
     def _resume(self) -> None:
         if self._paused and not self.closed and not self._hub.closed:
             self._paused = False
+            if self._share is not None and not self._declined:
+                self._share.set_room(id(self), True)  # back from an accept-error pause
             self._declined = False
             self._hub.register(self._sock.fileno(), self, _IN)
 
@@ -518,10 +521,10 @@ class _Transport(asyncio.Transport):
         self._hub.unregister(fd)
         self._sock.close()
         protocol = self._protocol
-        if protocol is not None:
-            # a closed loop (its owner is gone, and the connection with it): nobody to tell
-            with contextlib.suppress(RuntimeError):
-                self._hub.loop.call_soon(protocol.connection_lost, exc)
+        loop = self._hub.loop
+        # a closed loop (its owner is gone, and the connection with it): nobody to tell
+        if protocol is not None and not loop.is_closed():
+            loop.call_soon(protocol.connection_lost, exc)
 
 
 _QUIET_ERRNOS: Final = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ETIMEDOUT})

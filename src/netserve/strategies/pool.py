@@ -32,6 +32,8 @@ class LoadShare(Protocol):
 
     recheck_interval: float
 
+    def set_room(self, key: int, room: bool) -> None: ...
+
     def opened(self) -> None: ...
 
     def closed(self) -> None: ...
@@ -76,6 +78,7 @@ class ThreadPool:
         #: Asked before accepting, told of each request (see ``has_capacity``).
         self.share = share
         self._declined_by_share = False
+        self._room_shared = True  # what the share was last told of this pool's room
         self._lock = threading.Lock()  # guards the counts below; never held while waiting
         # drain() and a waiting submit() wait on this; it is notified only when one waits
         self._changed = threading.Condition(self._lock)
@@ -118,8 +121,13 @@ class ThreadPool:
         with self._lock:
             room = self._room_for_one_more()
         share = self.share
+        if share is None:
+            return room
+        if room != self._room_shared:
+            self._room_shared = room
+            share.set_room(id(self), room)
         # what recheck_after() answers goes with the last answer given here
-        self._declined_by_share = room and share is not None and not share.allows()
+        self._declined_by_share = room and not share.allows()
         return room and not self._declined_by_share
 
     def on_capacity(self, callback: Callable[[], None]) -> None:

@@ -21,9 +21,10 @@ leave new connections in the backlog for ``STALE_AFTER`` seconds at most, long b
 ``worker_timeout`` has it replaced.
 
 Slots: the supervisor gives each worker a slot when it forks it and frees the slot when it
-reaps it. A worker's slot reads ``NOT_ACCEPTING`` until the worker accepts, and again once
-it stops accepting (a graceful stop or reload), so that booting and draining workers do not
-count as the least loaded.
+reaps it. A worker's slot reads ``NOT_ACCEPTING`` until the worker accepts, while one of its
+pools or listeners cannot take a connection (full, or backing off after accept errors), and
+for good once it stops accepting (a graceful stop or reload): such workers must not count
+as the least loaded, or the others would leave connections waiting for them.
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ class AcceptBalance:
         self._lock = threading.Lock()
         self._open = 0
         self._accepting = False
+        # this worker's pools and listeners that cannot take a connection now (full, or
+        # backing off after accept errors): while any cannot, the worker counts as not
+        # accepting, so that the others do not leave connections for it
+        self._without_room: set[int] = set()
         # plain assignments only: stop_accepting() runs in a signal handler
         self._stopped = False
 
@@ -155,7 +160,19 @@ class AcceptBalance:
             if self._accepting:
                 self._publish(self._open)
 
+    def set_room(self, key: int, room: bool) -> None:
+        """Say whether this worker's pool or listener *key* can take a connection now."""
+        with self._lock:
+            if room:
+                self._without_room.discard(key)
+            else:
+                self._without_room.add(key)
+            if self._accepting:
+                self._publish(self._open)
+
     def _publish(self, count: int) -> None:
+        if self._without_room:
+            count = NOT_ACCEPTING
         if not self._stopped:
             self.board.publish(self.slot, count)
             if self._stopped:  # stop_accepting() ran in between: it has the last word
