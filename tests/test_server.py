@@ -896,3 +896,19 @@ def test_only_a_thread_pool_on_a_non_blocking_listener_accepts_in_batches() -> N
         for server in servers.values():
             server.server_close()
         pool.close()
+
+
+def test_a_connection_taken_by_another_worker_is_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # workers share the listener: when another one accepted first, accept() finds nothing
+    caplog.set_level(logging.DEBUG, logger="netserve")
+    pool = netserve.ThreadPool(max_workers=1)
+    server = netserve.TCPServer(("127.0.0.1", 0), netserve.StreamRequestHandler, concurrency=pool)
+    try:
+        server.socket.setblocking(False)
+        assert server._handle_request_noblock() is False
+        assert not [r for r in caplog.records if "accept" in r.getMessage()]
+    finally:
+        server.server_close()
+        pool.close()

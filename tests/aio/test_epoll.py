@@ -19,7 +19,7 @@ import pytest
 import netserve.aio as aio
 from netserve.aio._epoll import EpollHub, epoll_available
 
-from .conftest import LOOPS, WAIT, connect, recv_exactly, recv_until
+from .conftest import LOOPS, WAIT, ask, connect, recv_exactly, recv_until, serving, wait_until
 
 pytestmark = pytest.mark.skipif(not epoll_available(), reason="epoll is Linux only")
 
@@ -493,8 +493,12 @@ class GateShare:
         self.open -= 1
 
     def allows(self) -> bool:
-        self.asked.release()
-        return self.allow.is_set()
+        answer = self.allow.is_set()
+        self.asked.release()  # after deciding: a test that saw the question knows the answer
+        return answer
+
+    def set_room(self, key: int, room: bool) -> None:
+        """Not called here: no accept errors."""
 
 
 def test_a_listener_accepts_only_while_its_share_allows(loop_name: str) -> None:
@@ -526,3 +530,71 @@ def test_closing_a_transport_after_its_loop_closed_raises_nothing(loop_name: str
         assert client.recv(1) == b""  # the socket was closed all the same
     finally:
         client.close()
+
+
+def test_an_event_for_an_fd_that_left_during_the_turn_is_not_delivered(loop_name: str) -> None:
+    # connection A's callback closes B, and a new connection gets B's fd number in the same
+    # turn: B's leftover event of that turn must not reach the new connection
+    async def main() -> list[str]:
+        hub = EpollHub(asyncio.get_running_loop())
+        delivered: list[str] = []
+
+        class Target:
+            def __init__(self, name: str, action: Callable[[], object] = lambda: None) -> None:
+                self.name = name
+                self.action = action
+
+            def on_events(self, events: int) -> None:
+                delivered.append(self.name)
+                self.action()
+
+        def close_b_and_reuse_its_fd() -> None:
+            hub.unregister(11)  # B leaves the set
+            hub._watched[11] = Target("new connection on B's fd")
+
+        hub._watched = {10: Target("A", close_b_and_reuse_its_fd), 11: Target("B")}  # type: ignore[dict-item]
+
+        class Epoll:
+            def poll(self, timeout: float, maxevents: int) -> list[tuple[int, int]]:
+                return [(10, 1), (11, 1)]
+
+            def unregister(self, fd: int) -> None:
+                pass
+
+            def fileno(self) -> int:
+                return real.fileno()
+
+            def close(self) -> None:
+                real.close()
+
+        real = hub._epoll
+        hub._epoll = Epoll()  # type: ignore[assignment]
+        hub._on_ready()
+        hub._watched.clear()
+        hub.close()
+        return delivered
+
+    assert aio.run(main(), loop_name) == ["A"]
+
+
+def test_a_listener_declined_by_its_share_resumes_when_a_connection_closes(
+    loop_name: str,
+) -> None:
+    class Reverse(aio.LineHandler):
+        def handle_line(self, line: bytes) -> bytes:
+            return line[::-1]
+
+    share = GateShare()
+    share.recheck_interval = 3600.0  # only a closing connection can make it look again
+    share.allow.set()
+    with serving(Reverse, loop_name, share=share) as running:
+        first = running.connect()
+        assert ask(first, b"one") == b"eno\n"
+        share.asked = threading.Semaphore(0)  # forget the questions asked so far
+        share.allow.clear()
+        with running.connect() as second:  # waits in the backlog: the share says no
+            assert share.asked.acquire(timeout=WAIT)
+            share.allow.set()
+            first.close()  # one of this worker's connections is done: look again now
+            assert ask(second, b"two") == b"owt\n"
+        assert wait_until(lambda: share.open == 0)
