@@ -1,13 +1,13 @@
 """netserve's own transports: the server's sockets on one ``epoll`` set that the event loop
 watches as a single file descriptor (Linux).
 
-Why not the loop's transports. A transport of the loop (``loop.create_server``) costs about
-1 KiB per connection with uvloop (its object and libuv handle) and a trip through the loop's
-machinery per read; the server's connections here cost a socket object and one small
-transport, and a read is one ``recv`` called from a loop over what ``epoll`` reported. The
-loop still runs everything else: tasks, timers, thread hand-offs. Measured with
-``../shared/bench`` this is faster than a bare ``asyncio.Protocol`` on uvloop's own
-transports, and about a fifth of the memory.
+Why not the loop's transports: memory. A connection on uvloop's transports costs about
+1.2 KiB with a line handler (the transport object and its libuv handle); here it costs a
+socket object and one small transport, about 0.7 KiB in all, which is what 10,000 held
+connections per process need. Measured with ``../shared/bench``: short connections are
+served a little faster, busy persistent ones 5-15% slower (each turn of the loop makes two
+``epoll_wait`` calls, the loop's and this one's). The loop still runs everything else:
+tasks, timers, thread hand-offs.
 
 The transports keep asyncio's contract, so handlers (which are ``asyncio.Protocol`` objects)
 cannot tell the difference: ``connection_made`` first, ``data_received`` per read,
