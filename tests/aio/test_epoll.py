@@ -297,7 +297,7 @@ def test_both_sides_ended_the_connection_stays_until_closed(loop_name: str) -> N
         connect(running.address) as client,
         connect(running.address) as other,
     ):
-        protocol = next(e for e in _made(events, 2) if e[1] == client.getsockname())[2]
+        protocol = _protocol_of(client, _made(events, 2))
         protocol.hold_on_eof = True
         client.sendall(b"end\n")
         assert recv_until(client, b"\n") == b"bye\n"
@@ -348,7 +348,7 @@ def test_paused_reading_holds_input_until_resumed(loop_name: str) -> None:
         connect(running.address) as paused,
         connect(running.address) as other,
     ):
-        protocol = next(e for e in _made(events, 2) if e[1] == paused.getsockname())[2]
+        protocol = _protocol_of(paused, _made(events, 2))
         paused.sendall(b"first\n")
         assert next_event(events, "data")[1] == b"first\n"
         paused.sendall(b"second\n")
@@ -370,6 +370,11 @@ def _made(events: queue.Queue[Event], count: int) -> list[Event]:
     for event in others:
         events.put(event)
     return made
+
+
+def _protocol_of(client: socket.socket, made: list[Event]) -> Recorder:
+    """The server side's protocol of *client*, among the "made" events."""
+    return next(event[2] for event in made if event[1] == client.getsockname())  # type: ignore[no-any-return]
 
 
 def _drain(events: queue.Queue[Event]) -> list[Event]:
