@@ -227,6 +227,63 @@ def test_a_client_that_does_not_read_pauses_and_resumes_the_writer(loop_name: st
         assert next_event(events, "lost")[1] is None
 
 
+@pytest.mark.parametrize("ending", ["close", "write_eof"])
+def test_what_resume_writing_writes_before_ending_is_sent_in_full(
+    loop_name: str, ending: str
+) -> None:
+    chunk = bytes(range(256)) * 1024  # 256 KiB
+
+    class LastWordOnResume(Recorder):
+        """Writes past the high-water mark, then, in resume_writing, a last chunk and ends."""
+
+        sent_last = False
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if not self.sent_last:
+                self.sent_last = True
+                self.transport.write(chunk)
+                getattr(self.transport, ending)()
+
+    def flood(protocol: Recorder, data: bytes) -> None:
+        small_send_buffer(protocol)
+        # resume only when one send() empties the buffer: the path that ends the connection
+        protocol.transport.set_write_buffer_limits(high=64 * 1024, low=0)
+        for _ in range(4):
+            protocol.transport.write(chunk)
+
+    events: queue.Queue[Event] = queue.Queue()
+    with (
+        hub_serving(loop_name, lambda: LastWordOnResume(events, flood)) as running,
+        connect(running.address, small_buffers=True) as client,
+    ):
+        client.sendall(b"go\n")
+        assert next_event(events, "pause")[1] > 64 * 1024
+        assert recv_exactly(client, 5 * len(chunk)) == chunk * 5
+        assert client.recv(1) == b""
+        if ending == "close":
+            assert next_event(events, "lost")[1] is None
+
+
+def test_lowering_the_high_water_mark_below_the_buffer_pauses_the_writer(
+    loop_name: str,
+) -> None:
+    def fill(protocol: Recorder, data: bytes) -> None:
+        small_send_buffer(protocol)
+        protocol.transport.set_write_buffer_limits(high=1 << 20)
+        while protocol.transport.get_write_buffer_size() < 64 * 1024:
+            protocol.transport.write(b"x" * 16 * 1024)
+        protocol.transport.set_write_buffer_limits(high=32 * 1024)
+
+    events: queue.Queue[Event] = queue.Queue()
+    with (
+        hub_serving(loop_name, lambda: Recorder(events, fill)) as running,
+        connect(running.address, small_buffers=True) as client,
+    ):
+        client.sendall(b"go\n")
+        assert next_event(events, "pause")[1] >= 64 * 1024
+
+
 def test_abort_drops_what_was_not_sent(loop_name: str) -> None:
     chunk = b"x" * (64 * 1024)
 

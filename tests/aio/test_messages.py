@@ -409,11 +409,13 @@ def _buffered(server: aio.AsyncServer) -> int:
 
 def test_a_slow_blocking_handler_bounds_its_queue_and_pauses_reading(loop: str) -> None:
     gate = threading.Event()
+    entered = threading.Event()
 
     class Gated(aio.LineHandler):
         blocking = True
 
         def handle_line(self, line: bytes) -> bytes:
+            entered.set()
             gate.wait(WAIT)
             return line
 
@@ -422,8 +424,10 @@ def test_a_slow_blocking_handler_bounds_its_queue_and_pauses_reading(loop: str) 
     with serving(Gated, loop, threads=1) as running, running.connect() as sock:
         sender = threading.Thread(target=sock.sendall, args=(data,))
         sender.start()
-        # paused with messages queued behind the gated one (setup's job ending can hand the
-        # first queue to the thread and resume reading for a moment)
+        # the only thread is held in the first message: nothing takes from the queue now
+        # (before, setup's job ending could hand the first queue to it and resume reading)
+        assert entered.wait(WAIT)
+        # paused with messages queued behind the gated one
         assert wait_until(lambda: running.call(_paused_with_queue, running.server))
         queued = running.call(_queued, running.server)
         # the queue bound, plus what one read (up to 256 KiB) can hold of these lines

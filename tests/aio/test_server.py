@@ -4,6 +4,7 @@ and no leaks, over real loopback sockets on both loops."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from .conftest import (
     ask,
     closed_by_server,
     connect,
+    recv_exactly,
     recv_until,
     serving,
     wait_until,
@@ -291,6 +293,74 @@ def test_graceful_stop_ends_keep_alive_stream_handlers_at_a_request_boundary(
         assert closed_by_server(sock)
         running.thread.join(WAIT)
         assert time.monotonic() - start < WAIT / 2  # not the drain timeout
+
+
+def test_graceful_stop_lets_a_request_read_in_two_parts_finish(loop: str) -> None:
+    cut: list[BaseException] = []
+
+    class HeaderThenBody(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            while header := await self.readline():
+                try:
+                    body = await self.readexactly(int(header))
+                except asyncio.IncompleteReadError as exc:
+                    cut.append(exc)
+                    return
+                self.write(b"got " + body + b"\n")
+
+    with serving(HeaderThenBody, loop, drain_timeout=WAIT) as running, running.connect() as sock:
+        sock.sendall(b"3\none")  # a whole request
+        assert recv_until(sock, b"\n") == b"got one\n"
+        sock.sendall(b"5\n")  # the header of the next: the handler waits for its body
+        assert wait_until(lambda: running.call(_waiting, running.server) == 1)
+        running.server.request_stop()
+        assert wait_until(lambda: running.server.stopping)
+        sock.sendall(b"hello")
+        assert recv_until(sock, b"\n") == b"got hello\n"
+        assert closed_by_server(sock)  # then the stop ended its input: between requests
+        running.thread.join(WAIT)
+    assert cut == []
+
+
+def test_graceful_stop_ends_an_idle_readexactly_loop_quietly(
+    loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Framed(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            while True:
+                size = int(await self.readexactly(2))
+                self.write(await self.readexactly(size))
+
+    caplog.set_level(logging.DEBUG, logger="netserve")
+    with serving(Framed, loop, drain_timeout=WAIT) as running, running.connect() as sock:
+        sock.sendall(b"02ok")
+        assert recv_exactly(sock, 2) == b"ok"
+        start = time.monotonic()
+        running.server.request_stop()
+        assert closed_by_server(sock)
+        running.thread.join(WAIT)
+        assert time.monotonic() - start < WAIT / 2  # not the drain timeout
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_a_connection_is_freed_when_it_ends_without_the_garbage_collector(
+    loop: str, handler: type
+) -> None:
+    counted = type("Counted", (handler,), {"__slots__": ()})
+
+    def alive() -> int:
+        return sum(1 for obj in gc.get_objects() if type(obj) is counted)
+
+    gc.disable()  # what a cycle keeps alive stays: only reference counts free anything
+    try:
+        with serving(counted, loop) as running:
+            for _ in range(50):
+                with running.connect() as sock:
+                    assert ask(sock, b"abc") == b"cba\n"
+            assert wait_until(lambda: running.server.connections == 0)
+            assert wait_until(lambda: alive() == 0), f"{alive()} handlers still alive"
+    finally:
+        gc.enable()
 
 
 def test_fast_stop_closes_everything_now_and_cancels_handlers(loop: str) -> None:

@@ -307,6 +307,58 @@ def test_one_reader_at_a_time(loop: str) -> None:
     assert "already waiting" in str(errors[0])
 
 
+def test_a_second_reader_is_refused_even_when_input_is_buffered(loop: str) -> None:
+    outcomes: list[object] = []
+
+    class TwoReaders(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            first = asyncio.ensure_future(self.readline())
+            await asyncio.sleep(0)  # the first reader waits for the rest of its line
+            for _ in range(int(WAIT / 0.001)):  # until the client's "abc" is buffered
+                if len(self._ns_buffer) - self._ns_start == 3:
+                    break
+                await asyncio.sleep(0.001)
+            for read in (self.read, lambda: self.readexactly(1), self.readline, self.drain):
+                try:
+                    outcomes.append(await read())
+                except RuntimeError as exc:
+                    outcomes.append(exc)
+            self.write(await first)
+
+    with serving(TwoReaders, loop) as running, running.connect() as sock:
+        sock.sendall(b"abc")
+        assert wait_until(lambda: len(outcomes) == 4)
+        sock.sendall(b"d\n")
+        assert recv_until(sock, b"\n") == b"abcd\n"  # the first reader's line, all of it
+    assert all(isinstance(o, RuntimeError) and "already waiting" in str(o) for o in outcomes)
+
+
+def test_close_wakes_a_reader_waiting_in_another_task(loop: str) -> None:
+    woke_with: list[bytes] = []
+
+    class CloseWhileReading(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            reader = asyncio.ensure_future(self.readline())
+            await asyncio.sleep(0)  # the reader waits for the client
+            self.write(b"x" * (8 << 20))  # more than the kernel takes: the close must wait
+            self.close()
+            woke_with.append(await asyncio.wait_for(reader, WAIT))
+
+    with (
+        serving(CloseWhileReading, loop) as running,
+        running.connect(small_buffers=True) as sock,
+    ):
+        assert wait_until(lambda: woke_with), "woken while the client is not reading yet"
+        assert closed_by_server(sock)
+        assert wait_until(lambda: running.server.connections == 0)
+    assert woke_with == [b""]
+
+
+def _waiting(server: aio.AsyncServer) -> int:
+    """Connections with a read waiting for their client."""
+    return sum(1 for c in server._connections.values() if c._ns_waiting_for_client())
+
+
 def test_handler_errors_are_logged_and_close_that_connection_only(
     loop: str, caplog: pytest.LogCaptureFixture
 ) -> None:

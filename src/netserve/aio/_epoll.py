@@ -283,7 +283,7 @@ class _Transport(asyncio.Transport):
         try:
             protocol.connection_made(self)
         except Exception as exc:
-            self._protocol_failed("connection_made", exc)
+            self._protocol_failed(protocol, "connection_made", exc)
 
     # -- events from the hub --------------------------------------------------------------
 
@@ -309,7 +309,7 @@ class _Transport(asyncio.Transport):
             try:
                 protocol.data_received(data)
             except Exception as exc:
-                self._protocol_failed("data_received", exc)
+                self._protocol_failed(protocol, "data_received", exc)
             return
         self._reading = False  # end of input
         self._input_done = True
@@ -317,7 +317,7 @@ class _Transport(asyncio.Transport):
         try:
             keep_open = protocol.eof_received()
         except Exception as exc:
-            self._protocol_failed("eof_received", exc)
+            self._protocol_failed(protocol, "eof_received", exc)
             return
         if not keep_open:
             self.close()
@@ -339,6 +339,8 @@ class _Transport(asyncio.Transport):
         self._buffer = None
         self._update_mask()
         self._maybe_resume_protocol(0)
+        if self._buffer is not None or self._fd < 0:
+            return  # resume_writing() wrote more (flushed later), or closed the transport
         if self._eof_written:
             self._shutdown_write()
         if self._closing:
@@ -403,6 +405,9 @@ class _Transport(asyncio.Transport):
             raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
         self._high_water = high
         self._low_water = low
+        if not self._write_paused and not self._closing and self.get_write_buffer_size() > high:
+            self._write_paused = True
+            self._call_protocol("pause_writing")
 
     # -- asyncio.ReadTransport -------------------------------------------------------------
 
@@ -458,8 +463,8 @@ class _Transport(asyncio.Transport):
         self._protocol = protocol  # type: ignore[assignment]
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        assert self._protocol is not None
-        return self._protocol
+        # None once the connection is closed, as with asyncio's transports
+        return self._protocol  # type: ignore[return-value]
 
     # -- inside ----------------------------------------------------------------------------------
 
@@ -492,15 +497,16 @@ class _Transport(asyncio.Transport):
             self._call_protocol("resume_writing")
 
     def _call_protocol(self, method: str) -> None:
+        protocol = self._protocol
         try:
-            getattr(self._protocol, method)()
+            getattr(protocol, method)()
         except Exception as exc:
-            self._protocol_failed(method, exc)
+            self._protocol_failed(protocol, method, exc)
 
-    def _protocol_failed(self, method: str, exc: Exception) -> None:
+    def _protocol_failed(self, protocol: object, method: str, exc: Exception) -> None:
         logger.error(
             "%s.%s failed for %s; closing the connection",
-            type(self._protocol).__qualname__,
+            type(protocol).__qualname__,
             method,
             format_address(self._peername),
             exc_info=exc,
@@ -521,6 +527,7 @@ class _Transport(asyncio.Transport):
         self._hub.unregister(fd)
         self._sock.close()
         protocol = self._protocol
+        self._protocol = None  # no cycle with the protocol: both are freed when it is done
         loop = self._hub.loop
         # a closed loop (its owner is gone, and the connection with it): nobody to tell
         if protocol is not None and not loop.is_closed():

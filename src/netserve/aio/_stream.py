@@ -71,6 +71,13 @@ if _enter_task is None or _leave_task is None:  # pragma: no cover
     _enter_task = _leave_task = None
 
 
+def _another_waiter() -> RuntimeError:
+    return RuntimeError(
+        "another coroutine is already waiting for this connection "
+        "(one coroutine at a time may read or drain)"
+    )
+
+
 class _Raised:
     """What the handler coroutine raised during a step made by ``data_received``."""
 
@@ -115,7 +122,7 @@ class _Driver(Coroutine[Any, None, None]):
     )
 
     def __init__(self, handler: AsyncRequestHandler, loop: asyncio.AbstractEventLoop) -> None:
-        self.handler = handler
+        self.handler: AsyncRequestHandler | None = handler  # until the handler has ended
         self.coro: Coroutine[Any, Any, None] | None = None  # started by the first step
         self.send_to_coro: Callable[[Any], Any] | None = None  # coro.send, bound once
         self.handoff: Any = _NO_HANDOFF
@@ -136,6 +143,7 @@ class _Driver(Coroutine[Any, None, None]):
         if handoff is _NO_HANDOFF:
             coro = self.coro
             if coro is None:
+                assert self.handler is not None  # it ends only after its first step
                 coro = self.coro = self.handler._ns_main()
                 self.send_to_coro = coro.send
             return coro.send(None)  # its StopIteration ends the task
@@ -151,6 +159,7 @@ class _Driver(Coroutine[Any, None, None]):
         error = typ if val is None else val
         coro = self.coro
         if coro is None:  # cancelled before its first step: the handler never ran
+            assert self.handler is not None
             self.handler._ns_ended()
             raise error
         return coro.throw(error)
@@ -232,16 +241,27 @@ class AsyncRequestHandler(Connection):
     connection is closed once what it wrote is sent.
 
     A graceful stop gives each handler end-of-input at its next read that would wait for the
-    client with nothing buffered (a read returns ``b""``; ``readexactly`` raises
-    ``IncompleteReadError``), so keep-alive loops end at a request boundary; handlers still
-    running at the drain timeout are cancelled (``finish()`` still runs).
+    client with nothing buffered, if the handler has written since a read last returned
+    data (a read returns ``b""``; ``readexactly`` raises ``IncompleteReadError``): so a
+    keep-alive loop ends between requests, and a request read in several parts (a header,
+    then a body) is not cut in the middle. Handlers still running at the drain timeout (one
+    that reads without ever writing, a client that sends nothing) are cancelled
+    (``finish()`` still runs).
     """
 
     #: The longest line ``readline()`` accepts, delimiter excluded; a longer one raises
     #: ``FrameTooLargeError`` (a ``ProtocolError``), after which the input counts as ended.
     max_line: ClassVar[int] = DEFAULT_MAX_LINE
 
-    __slots__ = ("_ns_buffer", "_ns_driver", "_ns_eof", "_ns_start", "_ns_task", "_ns_want")
+    __slots__ = (
+        "_ns_buffer",
+        "_ns_driver",
+        "_ns_eof",
+        "_ns_start",
+        "_ns_task",
+        "_ns_want",
+        "_ns_wrote",
+    )
 
     def __init__(self, server: Any) -> None:
         super().__init__(server)
@@ -250,6 +270,9 @@ class AsyncRequestHandler(Connection):
         self._ns_eof = False  # no more input: the client ended it, or a limit cut it
         self._ns_want = _WANT_NOTHING
         self._ns_task: asyncio.Task[None] | None = None  # until the handler has returned
+        # written to since a read last returned data (or nothing read yet): the handler is
+        # between requests, where a graceful stop may end its input
+        self._ns_wrote = True
 
     # -- the handler's API ---------------------------------------------------------------
 
@@ -272,6 +295,8 @@ class AsyncRequestHandler(Connection):
         A line longer than ``max_line`` (delimiter excluded) raises ``FrameTooLargeError``;
         the line is discarded and the input counts as ended (later reads see end-of-input).
         """
+        if self._ns_want:
+            raise _another_waiter()
         searched = 0  # unread bytes already searched for the delimiter
         while True:
             buffer = self._ns_buffer
@@ -285,18 +310,17 @@ class AsyncRequestHandler(Connection):
                 # the line ends the buffer (the usual case): no copy when it is all of it
                 self._ns_buffer = b""
                 self._ns_start = 0
+                self._ns_wrote = False
                 if self._ns_paused & PAUSE_INPUT:
                     self._ns_resume(PAUSE_INPUT)
                 return buffer[start:] if start else buffer
             size = len(buffer) - start
             if size > self.max_line:
                 raise self._ns_cut_line(size)
-            if self._ns_eof or (not size and self.server._ns_stopping):
-                return self._ns_take(len(buffer)) if size else b""
+            if self._ns_eof or (not size and self._ns_wrote and self.server._ns_stopping):
+                return self._ns_take(len(buffer)) if size else self._ns_input_ended()
             searched = size
             # what _ns_arm does, inlined: this is the hot path
-            if self._ns_want:
-                self._ns_arm(_WANT_LINE)  # raises: another coroutine is waiting
             self._ns_want = _WANT_LINE
             if self._ns_paused & PAUSE_INPUT:
                 self._ns_resume(PAUSE_INPUT)
@@ -307,6 +331,7 @@ class AsyncRequestHandler(Connection):
             finally:
                 self._ns_want = _WANT_NOTHING
             if line is not None:
+                self._ns_wrote = False
                 return line  # data_received passed a read that was exactly one line
 
     @types.coroutine
@@ -315,13 +340,15 @@ class AsyncRequestHandler(Connection):
         ``b""`` at end of input."""
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+        if self._ns_want:
+            raise _another_waiter()
         while True:
             start = self._ns_start
             size = len(self._ns_buffer) - start
             if size:
                 return self._ns_take(start + min(size, max_bytes))
-            if self._ns_eof or self.server._ns_stopping:
-                return b""
+            if self._ns_eof or (self._ns_wrote and self.server._ns_stopping):
+                return self._ns_input_ended()
             waiter = self._ns_arm(1)
             try:
                 yield waiter
@@ -334,13 +361,15 @@ class AsyncRequestHandler(Connection):
         ``asyncio.IncompleteReadError`` holding the bytes that came."""
         if n < 0:
             raise ValueError(f"n must be 0 or more, got {n}")
+        if self._ns_want:
+            raise _another_waiter()
         while True:
             start = self._ns_start
             size = len(self._ns_buffer) - start
             if size >= n:
                 return self._ns_take(start + n) if n else b""
-            if self._ns_eof or (not size and self.server._ns_stopping):
-                partial = self._ns_take(len(self._ns_buffer)) if size else b""
+            if self._ns_eof or (not size and self._ns_wrote and self.server._ns_stopping):
+                partial = self._ns_take(len(self._ns_buffer)) if size else self._ns_input_ended()
                 raise asyncio.IncompleteReadError(partial, n)
             waiter = self._ns_arm(n - size)
             try:
@@ -353,12 +382,15 @@ class AsyncRequestHandler(Connection):
         A handler that writes much should ``await self.drain()``."""
         if self._ns_state == OPEN:
             self._ns_transport.write(data)
+            self._ns_wrote = True
 
     @types.coroutine
     def drain(self) -> Generator[Any, None, None]:
         """Wait until the client has read enough of what was written (the transport is
         below its low-water mark). Raises ``ConnectionResetError`` if the connection is
         lost."""
+        if self._ns_want:
+            raise _another_waiter()
         while self._ns_paused & PAUSE_WRITE and self._ns_state != LOST:
             waiter = self._ns_arm(_WANT_DRAIN)
             try:
@@ -371,19 +403,20 @@ class AsyncRequestHandler(Connection):
             )
 
     def close(self) -> None:
-        """Close the connection once what was written is sent; reads then see end-of-input."""
+        """Close the connection once what was written is sent; reads then see end-of-input
+        (a read already waiting, in another task, too)."""
         self._ns_end_input()
         self._ns_close()
+        want = self._ns_want
+        if want > 0 or want == _WANT_LINE:
+            self._ns_driver.wake()
 
     # -- input -----------------------------------------------------------------------------
 
     def _ns_arm(self, want: int) -> _Driver:
         """Say what the task is about to wait for; return the driver, for it to yield."""
         if self._ns_want:
-            raise RuntimeError(
-                "another coroutine is already waiting for this connection "
-                "(one coroutine at a time may read or drain)"
-            )
+            raise _another_waiter()
         self._ns_want = want
         if self._ns_paused & PAUSE_INPUT:
             self._ns_resume(PAUSE_INPUT)  # the handler needs more than the buffer holds
@@ -393,6 +426,7 @@ class AsyncRequestHandler(Connection):
 
     def _ns_take(self, end: int) -> bytes:
         """Remove and return the unread bytes up to index *end* of the buffer."""
+        self._ns_wrote = False
         buffer = self._ns_buffer
         start = self._ns_start
         if type(buffer) is bytes:
@@ -433,6 +467,12 @@ class AsyncRequestHandler(Connection):
         self._ns_start = 0
         self._ns_eof = True
         self._ns_resume(PAUSE_INPUT)  # keep reading, to discard, so a close sends no reset
+
+    def _ns_input_ended(self) -> bytes:
+        """A read found nothing buffered and no more to wait for (the client ended its input,
+        or a graceful stop ended it between requests): it counts as ended from now on."""
+        self._ns_eof = True
+        return b""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -573,6 +613,7 @@ class AsyncRequestHandler(Connection):
     def _ns_ended(self) -> None:
         """The handler is done: close the connection, or count it out if already closed."""
         self._ns_task = None
+        self._ns_driver.handler = None  # no cycle: freed as soon as the connection is
         if self._ns_state == LOST:
             self.server._ns_forget(self)
         else:
@@ -600,7 +641,11 @@ class AsyncRequestHandler(Connection):
     def _ns_begin_stop(self) -> None:
         # a read waiting with nothing buffered is at a request boundary: end its input
         want = self._ns_want
-        if (want > 0 or want == _WANT_LINE) and len(self._ns_buffer) == self._ns_start:
+        if (
+            (want > 0 or want == _WANT_LINE)
+            and self._ns_wrote
+            and len(self._ns_buffer) == self._ns_start
+        ):
             self._ns_driver.wake()  # from the stop task: with call_soon
 
     def _ns_force_stop(self) -> None:
