@@ -600,8 +600,8 @@ def _serve_worker_on_event_loop(
     worker.on_stop(server.request_stop)
 
     def ready() -> None:
+        worker.ready()  # counted in for new connections before it says it serves
         _announce_event_loop(server, config, startup=False)
-        worker.ready()
 
     server.serve(config.loop, on_ready=ready)
 
@@ -625,10 +625,14 @@ def _worker_target(
             share=worker.balance,
         )
         group = ServerGroup(servers, owns_socket_files=False)
-        for server in servers:
-            logger.info("serving %s on %s", config.handler_name, _describe(server))
+
+        def ready() -> None:
+            worker.ready()  # counted in for new connections before it says it serves
+            for server in servers:
+                logger.info("serving %s on %s", config.handler_name, _describe(server))
+
         worker.on_stop(lambda graceful: group.stop(graceful))
-        if not group.serve(on_started=worker.ready):
+        if not group.serve(on_started=ready):
             raise RuntimeError("a serve loop died")  # the worker exits as crashed
 
     return run
