@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest test-pythons bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/netserve
@@ -20,6 +20,10 @@ typecheck: $(VENV)/.installed-test
 
 pytest: $(VENV)/.installed-test
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# not part of test: the suite on every Python >= 3.11 found, each in .venv-pythons/<version>
+test-pythons:
+	tools/test_pythons.sh
 
 # not part of test: the shared benchmark with netserve beside its peers (tools/bench.py)
 bench: $(VENV)/.installed
@@ -40,4 +44,4 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 clean:
-	rm -rf $(VENV) build dist bench-results src/*.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-pythons build dist bench-results src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run the test suite on every Python >= 3.11 found (python3.N on PATH, pyenv's versions),
+# each in its own venv (.venv-pythons/<version>); or on the interpreters given as arguments.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+candidates=("$@")
+if [ ${#candidates[@]} -eq 0 ]; then
+  for n in 11 12 13 14 15; do candidates+=("python3.$n"); done
+  if command -v pyenv > /dev/null; then
+    candidates+=("$(pyenv root)"/versions/3.*/bin/python3)
+  fi
+fi
+declare -A seen=()
+failed=()
+for python in "${candidates[@]}"; do
+  version=$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3]) if sys.version_info >= (3, 11) else sys.exit(1)' 2> /dev/null) || continue
+  [ -n "${seen[$version]:-}" ] && continue
+  seen[$version]=1
+  venv=.venv-pythons/$version
+  echo "== Python $version ($python)"
+  if [ ! -x "$venv/bin/pytest" ]; then
+    "$python" -m venv "$venv" && "$venv/bin/python" -m pip install -q -e '.[test]' || { failed+=("$version (install)"); continue; }
+  fi
+  "$venv/bin/pytest" -q -p no:cacheprovider || failed+=("$version")
+done
+if [ ${#seen[@]} -eq 0 ]; then echo "no Python >= 3.11 found" >&2; exit 1; fi
+echo "== tested: ${!seen[*]}"
+if [ ${#failed[@]} -gt 0 ]; then echo "failed: ${failed[*]}" >&2; exit 1; fi
