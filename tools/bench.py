@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -59,9 +60,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def find_bench() -> Path:
     bench = Path(os.environ.get("NETSERVE_BENCH", DEFAULT_BENCH))
-    if not (bench / "matrix.py").is_file():
+    if not (bench / "run.sh").is_file():
         raise SystemExit(f"no benchmark at {bench} (set NETSERVE_BENCH to its folder)")
     return bench
+
+
+def _literal(text: str) -> str:
+    """*text* as one word of a matrix.py command template (split like a shell line, after
+    ``str.format`` fills in ``{port}``)."""
+    return shlex.quote(text).replace("{", "{{").replace("}", "}}")
 
 
 def server_options(specs: list[str], python: str, src_copy: Path) -> list[str]:
@@ -71,11 +78,10 @@ def server_options(specs: list[str], python: str, src_copy: Path) -> list[str]:
         name, sep, handler_args = spec.partition("=")
         if not sep or not name or not handler_args.strip():
             raise SystemExit(f"--server: expected NAME='HANDLER ARGS', got {spec!r}")
-        command = (
-            f"env PYTHONPATH={src_copy} {python} -m netserve serve {handler_args}"
-            " --bind 127.0.0.1:{port} --log-level warning"
-        )
-        options += ["--server", f"{name}={command}"]
+        words = ["env", f"PYTHONPATH={src_copy}", python, "-m", "netserve", "serve"]
+        words += shlex.split(handler_args)
+        command = " ".join(_literal(word) for word in words)
+        options += ["--server", f"{name}={command} --bind 127.0.0.1:{{port}} --log-level warning"]
     return options
 
 
@@ -85,15 +91,14 @@ def main(argv: list[str]) -> int:
     specs = args.server or list(DEFAULT_SERVERS)
     out = args.out or REPO / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["bash", str(bench / "setup.sh")], check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory(prefix="netserve-bench-") as tmp:
         src_copy = Path(tmp) / "src"
         shutil.copytree(REPO / "src", src_copy)
         names = [spec.partition("=")[0] for spec in specs]
         only = ",".join([p for p in args.peers.split(",") if p] + names)
         command = [
-            str(bench / ".venv" / "bin" / "python"),
-            "matrix.py",
+            "bash",
+            str(bench / "run.sh"),  # sets the bench up (where it may write) and runs matrix.py
             *server_options(specs, args.python, src_copy),
             "--only",
             only,

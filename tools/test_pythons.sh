@@ -18,10 +18,14 @@ for python in "${candidates[@]}"; do
   seen[$version]=1
   venv=.venv-pythons/$version
   echo "== Python $version ($python)"
-  if [ ! -x "$venv/bin/pytest" ]; then
-    "$python" -m venv "$venv" && "$venv/bin/python" -m pip install -q -e '.[test]' || { failed+=("$version (install)"); continue; }
+  if [ ! -f "$venv/.installed" ] || [ pyproject.toml -nt "$venv/.installed" ]; then
+    { "$python" -m venv "$venv" && "$venv/bin/python" -m pip install -q -e '.[test]' &&
+      touch "$venv/.installed"; } || { failed+=("$version (install)"); continue; }
   fi
-  "$venv/bin/pytest" -q -p no:cacheprovider || failed+=("$version")
+  "$venv/bin/pytest" -q -p no:cacheprovider
+  status=$?
+  [ $status -eq 2 ] && { echo "interrupted" >&2; exit 130; }  # Ctrl-C: stop, not next
+  [ $status -eq 0 ] || failed+=("$version")
 done
 if [ ${#seen[@]} -eq 0 ]; then echo "no Python >= 3.11 found" >&2; exit 1; fi
 echo "== tested: ${!seen[*]}"

@@ -284,6 +284,31 @@ def test_lowering_the_high_water_mark_below_the_buffer_pauses_the_writer(
         assert next_event(events, "pause")[1] >= 64 * 1024
 
 
+def test_the_protocol_stays_the_transports_until_connection_lost_returns(
+    loop_name: str,
+) -> None:
+    class Asking(Recorder):
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.events.put(("protocol in lost", self.transport.get_protocol() is self))
+            super().connection_lost(exc)
+
+    def abort(protocol: Recorder, data: bytes) -> None:
+        protocol.transport.abort()
+        protocol.events.put(("protocol after abort", protocol.transport.get_protocol()))
+
+    events: queue.Queue[Event] = queue.Queue()
+    with (
+        hub_serving(loop_name, lambda: Asking(events, abort)) as running,
+        connect(running.address) as client,
+    ):
+        client.sendall(b"go\n")
+        made = next_event(events, "made")
+        assert next_event(events, "protocol after abort")[1] is made[2]
+        assert next_event(events, "protocol in lost")[1] is True
+        assert next_event(events, "lost")[1] is None
+        assert wait_until(lambda: made[2].transport.get_protocol() is None)
+
+
 def test_abort_drops_what_was_not_sent(loop_name: str) -> None:
     chunk = b"x" * (64 * 1024)
 

@@ -312,7 +312,7 @@ def test_graceful_stop_lets_a_request_read_in_two_parts_finish(loop: str) -> Non
         sock.sendall(b"3\none")  # a whole request
         assert recv_until(sock, b"\n") == b"got one\n"
         sock.sendall(b"5\n")  # the header of the next: the handler waits for its body
-        assert wait_until(lambda: running.call(_waiting, running.server) == 1)
+        assert wait_until(lambda: running.call(_wanted, running.server) == [5])
         running.server.request_stop()
         assert wait_until(lambda: running.server.stopping)
         sock.sendall(b"hello")
@@ -361,6 +361,31 @@ def test_a_connection_is_freed_when_it_ends_without_the_garbage_collector(
             assert wait_until(lambda: alive() == 0), f"{alive()} handlers still alive"
     finally:
         gc.enable()
+
+
+def test_graceful_stop_ends_a_handler_that_only_reads_if_it_says_so(loop: str) -> None:
+    received: list[bytes] = []
+
+    class Sink(aio.AsyncRequestHandler):
+        stop_at_idle_reads = True  # every line is a message of its own
+
+        async def handle(self) -> None:
+            while line := await self.readline():
+                received.append(line)
+
+    with serving(Sink, loop, drain_timeout=WAIT) as running, running.connect() as sock:
+        sock.sendall(b"one\n")
+        assert wait_until(lambda: received == [b"one\n"])
+        start = time.monotonic()
+        running.server.request_stop()
+        assert closed_by_server(sock)
+        running.thread.join(WAIT)
+        assert time.monotonic() - start < WAIT / 2  # not the drain timeout
+
+
+def _wanted(server: aio.AsyncServer) -> list[int]:
+    """What each stream handler's read waits for (a byte count; -1: a line)."""
+    return [c._ns_want for c in server._connections.values() if hasattr(c, "_ns_want")]
 
 
 def test_fast_stop_closes_everything_now_and_cancels_handlers(loop: str) -> None:

@@ -318,7 +318,7 @@ def test_a_second_reader_is_refused_even_when_input_is_buffered(loop: str) -> No
                 if len(self._ns_buffer) - self._ns_start == 3:
                     break
                 await asyncio.sleep(0.001)
-            for read in (self.read, lambda: self.readexactly(1), self.readline, self.drain):
+            for read in (self.read, lambda: self.readexactly(1), self.readline):
                 try:
                     outcomes.append(await read())
                 except RuntimeError as exc:
@@ -327,10 +327,30 @@ def test_a_second_reader_is_refused_even_when_input_is_buffered(loop: str) -> No
 
     with serving(TwoReaders, loop) as running, running.connect() as sock:
         sock.sendall(b"abc")
-        assert wait_until(lambda: len(outcomes) == 4)
+        assert wait_until(lambda: len(outcomes) == 3)
         sock.sendall(b"d\n")
         assert recv_until(sock, b"\n") == b"abcd\n"  # the first reader's line, all of it
     assert all(isinstance(o, RuntimeError) and "already waiting" in str(o) for o in outcomes)
+
+
+def test_drain_waits_while_a_read_waits_in_another_task(loop: str) -> None:
+    chunk = b"d" * 65536
+    total_chunks = 128  # 8 MiB: more than the kernel buffers hold, so drain() waits
+
+    class FullDuplex(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            reader = asyncio.ensure_future(self.readline())
+            await asyncio.sleep(0)  # the reader waits for the client's line
+            for _ in range(total_chunks):
+                self.write(chunk)
+                await self.drain()
+            self.write(b"then: " + await reader)
+
+    with serving(FullDuplex, loop) as running, running.connect(small_buffers=True) as sock:
+        assert wait_until(lambda: running.call(_waiting_in_drain, running.server))
+        sock.sendall(b"hello\n")
+        assert recv_exactly(sock, len(chunk) * total_chunks) == chunk * total_chunks
+        assert recv_until(sock, b"\n") == b"then: hello\n"
 
 
 def test_close_wakes_a_reader_waiting_in_another_task(loop: str) -> None:
@@ -423,7 +443,9 @@ def test_drain_waits_for_a_slow_reader_and_the_server_buffers_boundedly(loop: st
 
 
 def _waiting_in_drain(server: aio.AsyncServer) -> bool:
-    return any(getattr(c, "_ns_want", 0) == -2 for c in server._connections.values())
+    return any(
+        getattr(c, "_ns_drain_waiter", None) is not None for c in server._connections.values()
+    )
 
 
 def _write_buffered(server: aio.AsyncServer) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shlex
 from pathlib import Path
 from types import ModuleType
 
@@ -30,6 +31,26 @@ def test_an_entry_serves_its_handler_from_the_copy_on_the_bench_port(tmp_path: P
         f"pool=env PYTHONPATH={tmp_path} /venv/bin/python -m netserve serve"
         " netserve.demo:ReverseHandler --threads 64"
         " --bind 127.0.0.1:{port} --log-level warning",
+    ]
+
+
+def test_paths_with_spaces_and_braces_stay_one_word_each(tmp_path: Path) -> None:
+    bench = load_bench()
+    copy = tmp_path / "a {b} c"
+    [_, option] = bench.server_options(
+        ["x=mod:Handler --name 'two words'"], "/my venv/python", copy
+    )
+    template = option.partition("=")[2]
+    words = shlex.split(template.format(port=1234))  # what matrix.py does with it
+    assert words[:4] == ["env", f"PYTHONPATH={copy}", "/my venv/python", "-m"]
+    assert words[6:] == [
+        "mod:Handler",
+        "--name",
+        "two words",
+        "--bind",
+        "127.0.0.1:1234",
+        "--log-level",
+        "warning",
     ]
 
 

@@ -463,7 +463,7 @@ class _Transport(asyncio.Transport):
         self._protocol = protocol  # type: ignore[assignment]
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        # None once the connection is closed, as with asyncio's transports
+        # None once connection_lost has returned, as with asyncio's transports
         return self._protocol  # type: ignore[return-value]
 
     # -- inside ----------------------------------------------------------------------------------
@@ -526,12 +526,22 @@ class _Transport(asyncio.Transport):
             logger.debug("connection from %s failed: %r", format_address(self._peername), exc)
         self._hub.unregister(fd)
         self._sock.close()
-        protocol = self._protocol
-        self._protocol = None  # no cycle with the protocol: both are freed when it is done
         loop = self._hub.loop
-        # a closed loop (its owner is gone, and the connection with it): nobody to tell
-        if protocol is not None and not loop.is_closed():
-            loop.call_soon(protocol.connection_lost, exc)
+        if self._protocol is None:
+            return
+        if loop.is_closed():  # its owner is gone, and the connection with it: nobody to tell
+            self._protocol = None
+        else:
+            loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Exception | None) -> None:
+        protocol = self._protocol
+        try:
+            if protocol is not None:
+                protocol.connection_lost(exc)
+        finally:
+            # no cycle with the protocol: both are freed by reference counts
+            self._protocol = None
 
 
 _QUIET_ERRNOS: Final = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ETIMEDOUT})

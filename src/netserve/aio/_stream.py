@@ -56,7 +56,6 @@ READ_SIZE: Final = 64 * 1024
 # What the handler's task waits for (``_ns_want``); a positive number is a byte count.
 _WANT_NOTHING: Final = 0
 _WANT_LINE: Final = -1
-_WANT_DRAIN: Final = -2
 
 _current_task = asyncio.current_task
 # asyncio's own task step brackets each step with these: they make current_task() return the
@@ -247,17 +246,22 @@ class AsyncRequestHandler(Connection):
     client with nothing buffered, if the handler has written since a read last returned
     data (a read returns ``b""``; ``readexactly`` raises ``IncompleteReadError``): so a
     keep-alive loop ends between requests, and a request read in several parts (a header,
-    then a body) is not cut in the middle. Handlers still running at the drain timeout (one
-    that reads without ever writing, a client that sends nothing) are cancelled
-    (``finish()`` still runs).
+    then a body) is not cut in the middle. A handler that only reads, never writing, sets
+    ``stop_at_idle_reads = True`` to end at its next read that would wait. Handlers still
+    running at the drain timeout are cancelled (``finish()`` still runs).
     """
 
     #: The longest line ``readline()`` accepts, delimiter excluded; a longer one raises
     #: ``FrameTooLargeError`` (a ``ProtocolError``), after which the input counts as ended.
     max_line: ClassVar[int] = DEFAULT_MAX_LINE
+    #: True: a graceful stop ends any read that waits for the client with nothing buffered,
+    #: for handlers whose every read starts a new message (one that only receives, say).
+    #: False: only once the handler has written since a read last returned data (see above).
+    stop_at_idle_reads: ClassVar[bool] = False
 
     __slots__ = (
         "_ns_buffer",
+        "_ns_drain_waiter",
         "_ns_driver",
         "_ns_eof",
         "_ns_start",
@@ -276,6 +280,9 @@ class AsyncRequestHandler(Connection):
         # written to since a read last returned data (or nothing read yet): the handler is
         # between requests, where a graceful stop may end its input
         self._ns_wrote = True
+        # what drain() waits on while writing is paused: its own future, so that a drain
+        # and a read in another task can wait at the same time
+        self._ns_drain_waiter: asyncio.Future[None] | None = None
 
     # -- the handler's API ---------------------------------------------------------------
 
@@ -320,7 +327,7 @@ class AsyncRequestHandler(Connection):
             size = len(buffer) - start
             if size > self.max_line:
                 raise self._ns_cut_line(size)
-            if self._ns_eof or (not size and self._ns_wrote and self.server._ns_stopping):
+            if self._ns_eof or (not size and self.server._ns_stopping and self._ns_between()):
                 return self._ns_take(len(buffer)) if size else self._ns_input_ended()
             searched = size
             # what _ns_arm does, inlined: this is the hot path
@@ -350,7 +357,7 @@ class AsyncRequestHandler(Connection):
             size = len(self._ns_buffer) - start
             if size:
                 return self._ns_take(start + min(size, max_bytes))
-            if self._ns_eof or (self._ns_wrote and self.server._ns_stopping):
+            if self._ns_eof or (self.server._ns_stopping and self._ns_between()):
                 return self._ns_input_ended()
             waiter = self._ns_arm(1)
             try:
@@ -371,7 +378,7 @@ class AsyncRequestHandler(Connection):
             size = len(self._ns_buffer) - start
             if size >= n:
                 return self._ns_take(start + n) if n else b""
-            if self._ns_eof or (not size and self._ns_wrote and self.server._ns_stopping):
+            if self._ns_eof or (not size and self.server._ns_stopping and self._ns_between()):
                 partial = self._ns_take(len(self._ns_buffer)) if size else self._ns_input_ended()
                 raise asyncio.IncompleteReadError(partial, n)
             waiter = self._ns_arm(n - size)
@@ -391,15 +398,12 @@ class AsyncRequestHandler(Connection):
     def drain(self) -> Generator[Any, None, None]:
         """Wait until the client has read enough of what was written (the transport is
         below its low-water mark). Raises ``ConnectionResetError`` if the connection is
-        lost."""
-        if self._ns_want:
-            raise _another_waiter()
+        lost. A read may wait in another task meanwhile."""
         while self._ns_paused & PAUSE_WRITE and self._ns_state != LOST:
-            waiter = self._ns_arm(_WANT_DRAIN)
-            try:
-                yield waiter
-            finally:
-                self._ns_want = _WANT_NOTHING
+            waiter = self._ns_drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self._ns_drain_waiter = self.server._ns_loop.create_future()
+            yield from waiter
         if self._ns_state == LOST:
             raise ConnectionResetError(
                 f"connection from {format_address(self.client_address)} lost"
@@ -471,6 +475,10 @@ class AsyncRequestHandler(Connection):
         self._ns_eof = True
         self._ns_resume(PAUSE_INPUT)  # keep reading, to discard, so a close sends no reset
 
+    def _ns_between(self) -> bool:
+        """Whether the handler is between requests, where a graceful stop may end a read."""
+        return self._ns_wrote or self.stop_at_idle_reads
+
     def _ns_input_ended(self) -> bytes:
         """A read found nothing buffered and no more to wait for (the client ended its input,
         or a graceful stop ended it between requests): it counts as ended from now on."""
@@ -529,6 +537,7 @@ class AsyncRequestHandler(Connection):
             return
         self._ns_state = LOST
         self._ns_eof = True
+        self._ns_wake_drain()
         if self._ns_want:
             self._ns_wake_task()
         if self._ns_task is None:
@@ -536,10 +545,14 @@ class AsyncRequestHandler(Connection):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self._ns_want == _WANT_DRAIN:
-            # a handler writing to another connection can make the loop call this, inside
-            # its task: then the driver wakes this task with call_soon
-            self._ns_driver.wake()
+        self._ns_wake_drain()
+
+    def _ns_wake_drain(self) -> None:
+        waiter = self._ns_drain_waiter
+        if waiter is not None:
+            self._ns_drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- the task ----------------------------------------------------------------------------
 
@@ -642,12 +655,12 @@ class AsyncRequestHandler(Connection):
         return bool(self._ns_want) or super()._ns_waiting_for_client()
 
     def _ns_begin_stop(self) -> None:
-        # a read waiting with nothing buffered is at a request boundary: end its input
+        # a read waiting with nothing buffered, between requests: end its input
         want = self._ns_want
         if (
             (want > 0 or want == _WANT_LINE)
-            and self._ns_wrote
             and len(self._ns_buffer) == self._ns_start
+            and self._ns_between()
         ):
             self._ns_driver.wake()  # from the stop task: with call_soon
 
