@@ -388,6 +388,29 @@ def _wanted(server: aio.AsyncServer) -> list[int]:
     return [c._ns_want for c in server._connections.values() if hasattr(c, "_ns_want")]
 
 
+def test_graceful_stop_ends_a_read_in_another_task_once_the_handler_replies(loop: str) -> None:
+    class ReplyLater(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            line = await self.readline()
+            reader = asyncio.ensure_future(self.readline())  # waits for the next request
+            for _ in range(int(WAIT / 0.01)):  # the reply is made after the stop began
+                if self.server.stopping:
+                    break
+                await asyncio.sleep(0.01)
+            self.write(line)  # between requests now: the waiting read ends
+            assert await reader == b""
+
+    with serving(ReplyLater, loop, drain_timeout=WAIT) as running, running.connect() as sock:
+        sock.sendall(b"one\n")
+        assert wait_until(lambda: running.call(_wanted, running.server) == [-1])
+        start = time.monotonic()
+        running.server.request_stop()
+        assert recv_until(sock, b"\n") == b"one\n"
+        assert closed_by_server(sock)
+        running.thread.join(WAIT)
+        assert time.monotonic() - start < WAIT / 2  # not the drain timeout
+
+
 def test_fast_stop_closes_everything_now_and_cancels_handlers(loop: str) -> None:
     cancelled = threading.Event()
     entered = threading.Event()

@@ -4,6 +4,7 @@ APIs inside handle(), errors, backpressure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import socket
@@ -353,6 +354,38 @@ def test_drain_waits_while_a_read_waits_in_another_task(loop: str) -> None:
         assert recv_until(sock, b"\n") == b"then: hello\n"
 
 
+def test_cancelling_one_drain_leaves_another_waiting(loop: str) -> None:
+    chunk = b"d" * 65536
+    total_chunks = 128  # 8 MiB: more than the kernel buffers hold, so drain() waits
+    outcomes: list[str] = []
+
+    class TwoDrains(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            await self.readline()
+            for _ in range(total_chunks):
+                self.write(chunk)
+            helper = asyncio.ensure_future(self.drain())
+
+            async def cancel_helper() -> None:
+                await asyncio.sleep(0)  # by now this task and the helper wait in drain()
+                helper.cancel()
+                outcomes.append("helper cancelled")
+
+            canceller = asyncio.ensure_future(cancel_helper())
+            await self.drain()  # not cancelled with the helper's drain
+            outcomes.append("drained")
+            await canceller
+            with contextlib.suppress(asyncio.CancelledError):
+                await helper
+
+    with serving(TwoDrains, loop) as running, running.connect(small_buffers=True) as sock:
+        sock.sendall(b"go\n")
+        assert wait_until(lambda: outcomes == ["helper cancelled"])  # the client reads after
+        assert recv_exactly(sock, len(chunk) * total_chunks) == chunk * total_chunks
+        assert wait_until(lambda: len(outcomes) == 2)
+    assert outcomes == ["helper cancelled", "drained"]
+
+
 def test_close_wakes_a_reader_waiting_in_another_task(loop: str) -> None:
     woke_with: list[bytes] = []
 
@@ -443,9 +476,7 @@ def test_drain_waits_for_a_slow_reader_and_the_server_buffers_boundedly(loop: st
 
 
 def _waiting_in_drain(server: aio.AsyncServer) -> bool:
-    return any(
-        getattr(c, "_ns_drain_waiter", None) is not None for c in server._connections.values()
-    )
+    return any(getattr(c, "_ns_drain_waiters", None) for c in server._connections.values())
 
 
 def _write_buffered(server: aio.AsyncServer) -> int:

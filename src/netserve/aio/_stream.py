@@ -15,9 +15,12 @@ task step does) and in the task's context, until the handler waits for input aga
 reply is written in the same callback that read the request, with no Future, no scheduled
 callback and no extra loop iteration per request. If the handler awaits anything else (a
 sleep, a lock, another task), the driver hands that to the task, which waits on it as it
-would have anyway. Where a task may be running (the server's stop, a handler that makes
-another connection resume writing), the driver wakes the task the ordinary way, with
-``call_soon``.
+would have anyway. Where a task may be running (the server's stop, a ``close()`` from
+another task), the driver wakes the task the ordinary way, with ``call_soon``.
+
+``drain()`` does not use the driver: each call waits on a future of its own, resolved when
+the transport resumes writing or the connection is lost, so that a read may wait in another
+task meanwhile, and cancelling one drain leaves the others waiting.
 """
 
 from __future__ import annotations
@@ -72,8 +75,8 @@ if _enter_task is None or _leave_task is None:  # pragma: no cover
 
 def _another_waiter() -> RuntimeError:
     return RuntimeError(
-        "another coroutine is already waiting for this connection "
-        "(one coroutine at a time may read or drain)"
+        "another coroutine is already waiting to read from this connection "
+        "(one coroutine at a time may read)"
     )
 
 
@@ -231,7 +234,8 @@ class AsyncRequestHandler(Connection):
 
     I/O: ``await self.readline()``, ``await self.read(n)``, ``await self.readexactly(n)``,
     ``self.write(data)``, ``await self.drain()``, ``self.close()``. Reads wait for the
-    client; one coroutine at a time may read (or drain). The reads and ``drain()`` return
+    client; one coroutine at a time may read (others may write and drain meanwhile). The
+    reads and ``drain()`` return
     awaitables, not coroutine objects (no coroutine frame per call): ``await`` them, or
     give them to ``asyncio.wait_for``, ``gather`` or ``ensure_future``;
     ``asyncio.create_task`` refuses them from Python 3.12 on.
@@ -261,7 +265,7 @@ class AsyncRequestHandler(Connection):
 
     __slots__ = (
         "_ns_buffer",
-        "_ns_drain_waiter",
+        "_ns_drain_waiters",
         "_ns_driver",
         "_ns_eof",
         "_ns_start",
@@ -280,9 +284,10 @@ class AsyncRequestHandler(Connection):
         # written to since a read last returned data (or nothing read yet): the handler is
         # between requests, where a graceful stop may end its input
         self._ns_wrote = True
-        # what drain() waits on while writing is paused: its own future, so that a drain
-        # and a read in another task can wait at the same time
-        self._ns_drain_waiter: asyncio.Future[None] | None = None
+        # what the drain() calls waiting for writing to resume wait on: a future each, so
+        # that a read may wait in another task meanwhile, and cancelling one drain (which
+        # cancels the future it waits on) leaves the others waiting
+        self._ns_drain_waiters: list[asyncio.Future[None]] | None = None
 
     # -- the handler's API ---------------------------------------------------------------
 
@@ -392,7 +397,10 @@ class AsyncRequestHandler(Connection):
         A handler that writes much should ``await self.drain()``."""
         if self._ns_state == OPEN:
             self._ns_transport.write(data)
-            self._ns_wrote = True
+            if not self._ns_wrote:
+                self._ns_wrote = True
+                if self.server._ns_stopping:
+                    self._ns_begin_stop()  # a read waiting in another task is now between
 
     @types.coroutine
     def drain(self) -> Generator[Any, None, None]:
@@ -400,10 +408,15 @@ class AsyncRequestHandler(Connection):
         below its low-water mark). Raises ``ConnectionResetError`` if the connection is
         lost. A read may wait in another task meanwhile."""
         while self._ns_paused & PAUSE_WRITE and self._ns_state != LOST:
-            waiter = self._ns_drain_waiter
-            if waiter is None or waiter.done():
-                waiter = self._ns_drain_waiter = self.server._ns_loop.create_future()
-            yield from waiter
+            waiters = self._ns_drain_waiters
+            if waiters is None:
+                waiters = self._ns_drain_waiters = []
+            waiter: asyncio.Future[None] = self.server._ns_loop.create_future()
+            waiters.append(waiter)
+            try:
+                yield from waiter
+            finally:
+                waiters.remove(waiter)
         if self._ns_state == LOST:
             raise ConnectionResetError(
                 f"connection from {format_address(self.client_address)} lost"
@@ -548,9 +561,7 @@ class AsyncRequestHandler(Connection):
         self._ns_wake_drain()
 
     def _ns_wake_drain(self) -> None:
-        waiter = self._ns_drain_waiter
-        if waiter is not None:
-            self._ns_drain_waiter = None
+        for waiter in self._ns_drain_waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
