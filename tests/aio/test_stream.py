@@ -407,11 +407,6 @@ def test_close_wakes_a_reader_waiting_in_another_task(loop: str) -> None:
     assert woke_with == [b""]
 
 
-def _waiting(server: aio.AsyncServer) -> int:
-    """Connections with a read waiting for their client."""
-    return sum(1 for c in server._connections.values() if c._ns_waiting_for_client())
-
-
 def test_handler_errors_are_logged_and_close_that_connection_only(
     loop: str, caplog: pytest.LogCaptureFixture
 ) -> None:
