@@ -235,10 +235,9 @@ class AsyncRequestHandler(Connection):
     I/O: ``await self.readline()``, ``await self.read(n)``, ``await self.readexactly(n)``,
     ``self.write(data)``, ``await self.drain()``, ``self.close()``. Reads wait for the
     client; one coroutine at a time may read (others may write and drain meanwhile). The
-    reads and ``drain()`` return
-    awaitables, not coroutine objects (no coroutine frame per call): ``await`` them, or
-    give them to ``asyncio.wait_for``, ``gather`` or ``ensure_future``;
-    ``asyncio.create_task`` refuses them from Python 3.12 on.
+    reads and ``drain()`` return awaitables, not coroutine objects (no coroutine frame per
+    call): ``await`` them, or give them to ``asyncio.wait_for``, ``gather`` or
+    ``ensure_future``; ``asyncio.create_task`` refuses them from Python 3.12 on.
 
     Errors: an exception from ``setup``, ``handle`` or ``finish`` is logged with its
     traceback and closes this connection only; a ``ProtocolError`` (such as a line over
