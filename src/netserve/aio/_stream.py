@@ -433,9 +433,8 @@ class AsyncRequestHandler(Connection):
     # -- input -----------------------------------------------------------------------------
 
     def _ns_arm(self, want: int) -> _Driver:
-        """Say what the task is about to wait for; return the driver, for it to yield."""
-        if self._ns_want:
-            raise _another_waiter()
+        """Say what the task is about to wait for; return the driver, for it to yield. The
+        read that calls it has checked, on entry, that no other coroutine waits."""
         self._ns_want = want
         if self._ns_paused & PAUSE_INPUT:
             self._ns_resume(PAUSE_INPUT)  # the handler needs more than the buffer holds
