@@ -288,6 +288,67 @@ def test_cancellation_while_waiting_for_input_runs_finish(loop: str) -> None:
     assert events == ["cancelled", "finish"]
 
 
+def test_setup_failure_skips_handle_and_finish_and_a_finish_failure_is_logged(
+    loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[str] = []
+
+    class Staged(aio.AsyncRequestHandler):
+        async def setup(self) -> None:
+            await asyncio.sleep(0)  # a stage that waits, then goes on
+            first = await self.readline()
+            ran.append("setup " + first.decode().strip())
+            if first == b"fail-setup\n":
+                raise RuntimeError("setup failure")
+
+        async def handle(self) -> None:
+            ran.append("handle")
+            self.write(b"ok\n")
+            await self.readline()
+
+        async def finish(self) -> None:
+            ran.append("finish")
+            raise LookupError("finish failure")
+
+    with serving(Staged, loop) as running:
+        with running.connect() as sock:
+            sock.sendall(b"fail-setup\n")
+            assert closed_by_server(sock)
+        with running.connect() as sock:
+            assert ask(sock, b"go") == b"ok\n"
+        assert wait_until(lambda: running.server.connections == 0)
+    assert ran == ["setup fail-setup", "setup go", "handle", "finish"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert "Staged.setup failed for 127.0.0.1:" in errors[0]
+    assert "Staged.finish failed for 127.0.0.1:" in errors[1]
+    assert "RuntimeError: setup failure" in caplog.text
+    assert "LookupError: finish failure" in caplog.text
+
+
+def test_a_cancelled_handler_task_ends_cancelled_after_finish(loop: str) -> None:
+    tasks: list[asyncio.Task[object]] = []
+    finished = threading.Event()
+
+    class Cancelled(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.append(task)
+            task.cancel()
+            await self.readline()
+
+        async def finish(self) -> None:
+            await asyncio.sleep(0)
+            finished.set()
+
+    with serving(Cancelled, loop) as running, running.connect() as sock:
+        assert finished.wait(WAIT)
+        assert closed_by_server(sock)
+        assert wait_until(lambda: tasks[0].done())
+        assert tasks[0].cancelled()
+
+
 def test_one_reader_at_a_time(loop: str) -> None:
     errors: list[BaseException] = []
 

@@ -204,12 +204,15 @@ class Connection(asyncio.Protocol):
         )
 
 
-def log_handler_error(connection: Connection, where: str) -> None:
-    """From an ``except`` block: log the handler's exception with its traceback."""
+def log_handler_error(
+    connection: Connection, where: str, error: BaseException | None = None
+) -> None:
+    """Log the handler's exception with its traceback: *error*, or (in an ``except`` block)
+    the one being handled."""
     logger.error(
         "%s.%s failed for %s; closing the connection",
         type(connection).__qualname__,
         where,
         format_address(connection.client_address),
-        exc_info=True,
+        exc_info=error if error is not None else True,
     )

@@ -4,8 +4,10 @@ straight on the ``asyncio.Protocol`` (no StreamReader/StreamWriter layers).
 How the handler runs. Each connection has a real ``asyncio.Task``, so every asyncio API works
 inside ``handle()``: ``asyncio.sleep``, ``timeout``, ``wait_for``, ``gather``, ``TaskGroup``,
 ``current_task()``, cancellation, context variables. The task's coroutine is a ``_Driver``,
-which passes the task's steps on to the handler coroutine, and which is also what the handler
-yields when it waits for its client: a future-like object that asyncio's Task accepts (it has
+which runs the handler's ``setup()``, ``handle()`` and ``finish()`` coroutines one after the
+other (no coroutine of its own around them: one frame less per connection, and per wakeup),
+passing the task's steps on to the one running. It is also what the handler yields when it
+waits for its client: a future-like object that asyncio's Task accepts (it has
 ``_asyncio_future_blocking``, ``add_done_callback``, ``result`` and ``cancel``) and whose
 wakeup the connection controls.
 
@@ -91,7 +93,16 @@ class _Raised:
 
 # What a step made by data_received leaves for the task to take over (``_Driver.handoff``).
 _NO_HANDOFF: Final[Any] = object()  # nothing: the coroutine waits on the driver again
-_DONE: Final[Any] = object()  # the coroutine returned
+_DONE: Final[Any] = object()  # the handler's last stage returned
+_STAGE_ENDED: Final[Any] = object()  # the running stage returned or raised: start the next
+
+# The stages a driver runs (``_Driver.stage``), in this order.
+_NOT_STARTED: Final = 0
+_SETUP: Final = 1
+_HANDLE: Final = 2
+_FINISH: Final = 3
+_ENDED: Final = 4
+_STAGE_NAMES: Final = ("", "setup", "handle", "finish", "")
 #: The name of every connection's task.
 _TASK_NAME: Final = "netserve.aio connection"
 
@@ -99,9 +110,13 @@ _TASK_NAME: Final = "netserve.aio connection"
 class _Driver(Coroutine[Any, None, None]):
     """The coroutine of a connection's task, and the future-like object its handler waits on.
 
-    As a coroutine, ``send()`` and ``throw()`` pass the task's steps on to the handler
-    coroutine (``AsyncRequestHandler._ns_main``), and first hand over what a step made by
-    ``data_received`` left (``handoff``): a future to wait on, or the coroutine's end.
+    As a coroutine, it runs the handler's stages as ``AsyncRequestHandler`` says: ``setup()``
+    (if overridden), ``handle()``, then ``finish()`` (if overridden) even when ``handle()``
+    raised or was cancelled. An ``Exception`` from a stage is logged (``_ns_report``); a
+    ``BaseException`` (a cancellation) is raised once ``finish()`` has run, so that it ends
+    the task. ``send()`` and ``throw()`` pass the task's steps on to the running stage, and
+    first hand over what a step made by ``data_received`` left (``handoff``): a future to
+    wait on, or the end of the stages.
 
     As a future, asyncio's Task registers its wakeup with ``add_done_callback`` when the
     handler yields the driver, and the connection calls ``wake()`` (or steps the handler
@@ -120,13 +135,17 @@ class _Driver(Coroutine[Any, None, None]):
         "coro",
         "handler",
         "handoff",
+        "raised",
         "send_to_coro",
+        "stage",
     )
 
     def __init__(self, handler: AsyncRequestHandler, loop: asyncio.AbstractEventLoop) -> None:
         self.handler: AsyncRequestHandler | None = handler  # until the handler has ended
-        self.coro: Coroutine[Any, Any, None] | None = None  # started by the first step
-        self.send_to_coro: Callable[[Any], Any] | None = None  # coro.send, bound once
+        self.stage = _NOT_STARTED
+        self.coro: Coroutine[Any, Any, None] | None = None  # the running stage's
+        self.send_to_coro: Callable[[Any], Any] | None = None  # coro.send, bound once a stage
+        self.raised: BaseException | None = None  # by a stage: raised when the stages end
         self.handoff: Any = _NO_HANDOFF
         self._loop = loop  # read by asyncio's Task, as futures._get_loop() does
         self._asyncio_future_blocking = False
@@ -143,12 +162,16 @@ class _Driver(Coroutine[Any, None, None]):
     def send(self, value: None) -> Any:
         handoff = self.handoff
         if handoff is _NO_HANDOFF:
-            coro = self.coro
-            if coro is None:
-                assert self.handler is not None  # it ends only after its first step
-                coro = self.coro = self.handler._ns_main()
-                self.send_to_coro = coro.send
-            return coro.send(None)  # its StopIteration ends the task
+            send = self.send_to_coro
+            if send is None:  # the task's first step
+                return self.run_stages(None)
+            try:
+                return send(None)
+            except StopIteration:
+                error = None
+            except BaseException as exc:
+                error = exc
+            return self.run_stages(error)  # outside the except: not during finish()
         self.handoff = _NO_HANDOFF
         if handoff is _DONE:
             raise StopIteration
@@ -160,18 +183,84 @@ class _Driver(Coroutine[Any, None, None]):
         self.handoff = _NO_HANDOFF  # a throw supersedes what a step left
         error = typ if val is None else val
         coro = self.coro
-        if coro is None:  # cancelled before its first step: the handler never ran
-            assert self.handler is not None
-            self.handler._ns_ended()
+        if coro is None:  # no stage running: none has started (cancelled first), or all ended
+            if self.stage == _NOT_STARTED:
+                self.stage = _ENDED
+                assert self.handler is not None
+                self.handler._ns_ended()
             raise error
-        return coro.throw(error)
+        try:
+            return coro.throw(error)
+        except StopIteration:
+            error = None
+        except BaseException as exc:
+            error = exc
+        return self.run_stages(error)
 
     def close(self) -> None:
-        if self.coro is not None:
-            self.coro.close()
+        coro = self.coro
+        if coro is not None:
+            self.coro = self.send_to_coro = None
+            coro.close()
+        if self.stage != _ENDED:
+            self.stage = _ENDED
+            if self.handler is not None:
+                self.handler._ns_ended()
 
     def __await__(self) -> Generator[Any, None, None]:
         raise TypeError("a connection's driver is run by its task, not awaited")
+
+    def run_stages(self, error: BaseException | None) -> Any:
+        """The running stage ended, raising *error* if not None (or none has started): start
+        the next stages in turn, up to the first that waits, and return what it yields. When
+        the last has ended, close the connection and raise ``StopIteration``, or the
+        ``BaseException`` a stage raised."""
+        while True:
+            coro = self._next_stage(error)
+            if coro is None:
+                break
+            self.coro = coro
+            self.send_to_coro = coro.send
+            try:
+                return coro.send(None)
+            except StopIteration:
+                error = None
+            except BaseException as exc:
+                error = exc
+        self.coro = self.send_to_coro = None
+        handler = self.handler
+        assert handler is not None
+        handler._ns_ended()
+        raised = self.raised
+        if raised is not None:
+            self.raised = None
+            raise raised
+        raise StopIteration
+
+    def _next_stage(self, error: BaseException | None) -> Coroutine[Any, Any, None] | None:
+        """The stage after the one that ended raising *error* (or None); None at the end."""
+        handler = self.handler
+        assert handler is not None
+        stage = self.stage
+        if error is not None:
+            if isinstance(error, Exception):
+                handler._ns_report(error, _STAGE_NAMES[stage])
+            else:  # a cancellation, say: raised once finish() has run, to end the task
+                self.raised = error
+        cls = type(handler)
+        if stage == _NOT_STARTED:
+            if cls.setup is not AsyncRequestHandler.setup:  # not run if not overridden
+                self.stage = _SETUP
+                return handler.setup()
+            stage = _SETUP
+        if stage == _SETUP and error is None:  # after setup() failed, neither of the others
+            self.stage = _HANDLE
+            return handler.handle()
+        if stage == _HANDLE and cls.finish is not AsyncRequestHandler.finish:
+            self.stage = _FINISH
+            return handler.finish()
+        self.stage = _ENDED
+        return None
 
     # -- the future the handler waits on -----------------------------------------------------------
 
@@ -598,42 +687,26 @@ class AsyncRequestHandler(Connection):
         loop = driver._loop
         _enter_task(loop, task)
         try:
-            yielded = context.run(send, value)
+            try:
+                yielded = context.run(send, value)
+            except StopIteration:
+                yielded, error = _STAGE_ENDED, None
+            except BaseException as exc:
+                yielded, error = _STAGE_ENDED, exc
+            if yielded is _STAGE_ENDED:
+                yielded = context.run(driver.run_stages, error)
+            if yielded is driver:
+                return True  # waiting for input again: the task stays parked on the driver
+            handoff = yielded  # something else to wait on: the task takes it over
         except StopIteration:
             handoff = _DONE
         except BaseException as exc:
             handoff = _Raised(exc)
-        else:
-            if yielded is driver:
-                return True  # waiting for input again: the task stays parked on the driver
-            handoff = yielded  # something else to wait on: the task takes it over
         finally:
             _leave_task(loop, task)
         driver.handoff = handoff
         driver.wake()
         return True
-
-    async def _ns_main(self) -> None:
-        cls = type(self)
-        try:
-            if cls.setup is not AsyncRequestHandler.setup:  # not awaited if not overridden
-                try:
-                    await self.setup()
-                except Exception as exc:
-                    self._ns_report(exc, "setup")
-                    return
-            try:
-                await self.handle()
-            except Exception as exc:
-                self._ns_report(exc, "handle")
-            finally:
-                if cls.finish is not AsyncRequestHandler.finish:
-                    try:
-                        await self.finish()
-                    except Exception as exc:
-                        self._ns_report(exc, "finish")
-        finally:
-            self._ns_ended()
 
     def _ns_ended(self) -> None:
         """The handler is done: close the connection, or count it out if already closed."""
@@ -645,7 +718,7 @@ class AsyncRequestHandler(Connection):
             self._ns_close()
 
     def _ns_report(self, exc: Exception, where: str) -> None:
-        """From an ``except`` block: log what the handler raised, as the module says."""
+        """Log what the handler raised in *where* (a stage), as the class says."""
         if isinstance(exc, ProtocolError):
             self._ns_log_closing(logging.WARNING, exc)
         elif isinstance(exc, ConnectionError | asyncio.IncompleteReadError) and self._ns_eof:
@@ -656,7 +729,7 @@ class AsyncRequestHandler(Connection):
                 exc,
             )
         else:
-            log_handler_error(self, where)
+            log_handler_error(self, where, exc)
 
     # -- the server's side -------------------------------------------------------------------
 
