@@ -173,6 +173,39 @@ def test_handler_that_cannot_be_imported_stops_with_exit_code_3(serve) -> None:
     assert text.count("spawned worker") <= 2  # no restart loop
 
 
+def test_an_option_the_handler_cannot_use_stops_with_exit_code_3(serve) -> None:
+    # a stream handler cannot serve UDP: found in the workers, which import the handler
+    served = serve("pidhandlers:Pid", "--workers", "2", "--udp", wait=False)
+    assert served.proc.wait(START_TIMEOUT) == 3
+    text = served.text()
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, text
+    assert "failed to boot: ConfigError: udp:" in errors[0]
+    assert text.count("spawned worker") <= 2  # no restart loop
+    assert "Traceback" not in text
+
+
+def test_a_reload_to_code_that_cannot_load_keeps_the_old_workers(serve, tmp_path: Path) -> None:
+    marker = tmp_path / "broken"
+    (tmp_path / "flaky.py").write_text(
+        f"import os\nif os.path.exists({str(marker)!r}):\n    raise RuntimeError('bad deploy')\n"
+        "from pidhandlers import Pid\n"
+    )
+    served = serve("flaky:Pid", "--workers", "2")
+    served.wait_for(r"serving flaky:Pid on tcp", count=2)
+    old = served.worker_pids()
+    marker.write_text("")
+    served.proc.send_signal(signal.SIGHUP)
+    served.wait_for(r"reload failed: worker pid \d+ cannot boot: .*bad deploy")
+    with served.connect() as client:
+        pid, reply = ask(client, b"still")
+        assert (pid in old, reply) == (True, b"llits")
+    assert served.proc.poll() is None
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(START_TIMEOUT) == 0
+    assert "stopping the supervisor" not in served.text()
+
+
 def test_sigterm_lets_the_request_in_flight_finish(serve) -> None:
     served = serve("pidhandlers:Pid", "--workers", "2")
     served.wait_for(r"serving pidhandlers:Pid on tcp", count=2)

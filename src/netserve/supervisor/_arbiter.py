@@ -387,24 +387,50 @@ class Arbiter:
             _describe_exit(code),
             lived,
         )
-        if code == EXIT_BOOT_ERROR:
-            self._on_boot_error(child)
+        if code == EXIT_BOOT_ERROR and not asked:
+            self._on_boot_error(child, now)
         elif not asked and lived < EARLY_EXIT_WINDOW:
             self._note_early_exit(now)
 
-    def _on_boot_error(self, child: _Child) -> None:
-        """The target cannot be imported: stop everything (once), and exit with
-        ``EXIT_BOOT_ERROR``; restarting would only repeat the error."""
+    def _on_boot_error(self, child: _Child, now: float) -> None:
+        """The target cannot be loaded (a bad deploy, a bad option). With no other worker
+        serving, stop everything (once) and exit with ``EXIT_BOOT_ERROR``: restarting would
+        only repeat the error. With workers serving, keep them: call off a reload (the old
+        generation stays), or retry the replacement with the back-off."""
+        reason = child.boot_error or f"exit code {EXIT_BOOT_ERROR}, no message received"
+        serving = [c for c in self._children.values() if c.ready and c.stop_deadline is None]
+        if self._reload_deadline is not None and any(c.old for c in serving):
+            self._call_off_reload(child, reason)
+            return
+        if serving and self._stopping is None:
+            logger.error(
+                "worker pid %d failed to boot: %s; %d workers keep serving",
+                child.pid,
+                reason,
+                len(serving),
+            )
+            self._note_early_exit(now)
+            return
         self._exit_code = EXIT_BOOT_ERROR
         if self._boot_failed:
             return
         self._boot_failed = True
-        logger.error(
-            "worker pid %d failed to boot: %s; stopping the supervisor",
-            child.pid,
-            child.boot_error or f"exit code {EXIT_BOOT_ERROR}, no message received",
-        )
+        logger.error("worker pid %d failed to boot: %s; stopping the supervisor", child.pid, reason)
         self._begin_stop(graceful=True)
+
+    def _call_off_reload(self, child: _Child, reason: str) -> None:
+        """A worker of the new generation cannot boot: stop the new generation, keep the old."""
+        self._reload_deadline = None
+        logger.error(
+            "reload failed: worker pid %d cannot boot: %s; the old workers keep serving",
+            child.pid,
+            reason,
+        )
+        for other in self._children.values():
+            if other.old:
+                other.old = False
+            elif other.active:
+                self._ask_to_stop(other, signal.SIGTERM, self._settings.graceful_timeout)
 
     def _note_early_exit(self, now: float) -> None:
         if now - self._last_early_exit > BACKOFF_RESET_AFTER:

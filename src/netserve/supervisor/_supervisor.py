@@ -30,8 +30,11 @@ class Supervisor:
       SIGHUP: fork a new generation, and TERM the old one once every new worker has called
       ``Worker.ready()`` (or after *worker_timeout*). SIGTTIN / SIGTTOU: one worker more /
       one fewer (never below one).
-    - A target that raises ImportError (``netserve.HandlerImportError`` included) makes its
-      worker exit with ``EXIT_BOOT_ERROR``; the supervisor logs the error once and stops.
+    - A target that raises ImportError (``netserve.HandlerImportError`` included) or another
+      ``NetserveError`` (a ``ConfigError``) before ``Worker.ready()`` makes its worker exit
+      with ``EXIT_BOOT_ERROR``; the supervisor logs the error once and stops, unless other
+      workers are serving: then a reload is called off (the old workers keep serving), and
+      a replacement is retried with the back-off.
 
     Raises ``ConfigError`` for an invalid option.
     """

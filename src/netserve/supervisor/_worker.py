@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn, cast
 
+from .._errors import NetserveError
 from .._log import logger
 from ._loadboard import AcceptBalance
 from ._protocol import (
@@ -369,9 +370,11 @@ def run_worker(
 
     ``make_worker()`` prepares the process and returns its handle; then ``target(sockets,
     worker)`` runs. The exit status is ``EXIT_OK`` when the target returns,
-    ``EXIT_BOOT_ERROR`` when it raises ImportError (its message goes to the supervisor over
-    the pipe, and is not logged here), the code of a ``SystemExit``, and ``EXIT_CRASH`` for
-    any other exception (logged with its traceback). Logs are flushed before ``os._exit``.
+    ``EXIT_BOOT_ERROR`` when it raises, before ``worker.ready()``, an ImportError or a
+    ``NetserveError`` (a ``ConfigError``, say: every worker would fail the same way; its
+    message goes to the supervisor over the pipe, and is not logged here), the code of a
+    ``SystemExit``, and ``EXIT_CRASH`` for any other exception (logged with its traceback).
+    Logs are flushed before ``os._exit``.
     """
     status = EXIT_CRASH
     try:
@@ -381,7 +384,9 @@ def run_worker(
         try:
             target(sockets, worker)
             status = EXIT_OK
-        except ImportError as exc:
+        except (ImportError, NetserveError) as exc:
+            if worker._is_ready:
+                raise
             status = EXIT_BOOT_ERROR
             worker._report_boot_error(f"{type(exc).__name__}: {exc}")
     except SystemExit as exc:
