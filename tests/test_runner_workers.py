@@ -76,13 +76,17 @@ class Served:
 
 def ask(sock: socket.socket, line: bytes) -> tuple[int, bytes]:
     sock.sendall(line + b"\n")
+    pid, text = recv_line(sock).split(b" ", 1)
+    return int(pid), text.rstrip(b"\n")
+
+
+def recv_line(sock: socket.socket) -> bytes:
     reply = b""
     while not reply.endswith(b"\n"):
         chunk = sock.recv(4096)
         assert chunk, "the server closed the connection"
         reply += chunk
-    pid, text = reply.split(b" ", 1)
-    return int(pid), text.rstrip(b"\n")
+    return reply
 
 
 @pytest.fixture
@@ -217,6 +221,50 @@ def test_sigterm_lets_the_request_in_flight_finish(serve) -> None:
         client.sendall(b"o\n")
         reply = client.recv(100)
         assert reply == b"%d owt\n" % pid
+    assert served.proc.wait(START_TIMEOUT) == 0
+
+
+@pytest.mark.parametrize(
+    ("workers", "handler", "transport"),
+    [
+        ("2", "Pid", "auto"),
+        ("2", "LinePid", "auto"),
+        ("2", "LinePid", "loop"),
+        ("0", "Pid", "auto"),
+        ("0", "LinePid", "auto"),
+        ("0", "LinePid", "loop"),
+    ],
+)
+def test_a_graceful_stop_refuses_new_clients_at_once(
+    serve, workers: str, handler: str, transport: str
+) -> None:
+    # the drain waits for the request in flight; a new client must not wait in the
+    # backlog meanwhile (to be reset at the end), but be refused by the kernel
+    served = serve(
+        f"pidhandlers:{handler}",
+        *("--workers", workers, "--transport", transport, "--drain-timeout", "20"),
+        wait=False,
+    )
+    served.port = int(served.wait_for(r"on tcp 127\.0\.0\.1:(\d+)").group(1))
+    served.wait_for(rf"serving pidhandlers:{handler} on tcp", count=max(1, int(workers)))
+    with served.connect() as client:
+        pid, _ = ask(client, b"one")
+        client.sendall(b"tw")  # half a request: in flight
+        served.proc.send_signal(signal.SIGTERM)
+        served.wait_for(r"graceful stop|stopping gracefully|stopping")
+        deadline = time.monotonic() + IO_TIMEOUT
+        refused = False
+        while not refused and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", served.port), timeout=IO_TIMEOUT).close()
+            except ConnectionRefusedError:
+                refused = True
+            else:
+                time.sleep(0.02)  # the workers close their copies as they begin to drain
+        assert refused, served.text()
+        assert time.monotonic() < deadline
+        client.sendall(b"o\n")
+        assert recv_line(client) == b"%d owt\n" % pid
     assert served.proc.wait(START_TIMEOUT) == 0
 
 

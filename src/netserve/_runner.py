@@ -30,6 +30,7 @@ from ._listeners import Endpoint, format_address
 from ._log import logger
 from ._server import (
     FORCED_CLOSE_GRACE,
+    MAX_REFUSED_ON_STOP,
     BaseServer,
     TCPServer,
     UDPServer,
@@ -173,7 +174,9 @@ def _remove_stale_unix_socket(path: str) -> None:
 
 
 def _close_listener(sock: socket.socket) -> None:
-    """Close a listening socket and remove its Unix socket file, if it has one."""
+    """Close a listening socket and remove its Unix socket file, if it has one (once)."""
+    if sock.fileno() == -1:
+        return
     path = sock.getsockname() if sock.family == socket.AF_UNIX else None
     sock.close()
     if path:
@@ -489,6 +492,7 @@ def _event_loop_server(
 def _serve_on_event_loop(config: Config, handler: type[Any], install_signals: bool) -> int:
     """Serve an async or message handler in this process until a signal stops it."""
     listeners = open_listeners(config)
+    unix_paths = [sock.getsockname() for sock in _sockets(listeners, socket.AF_UNIX)]
     try:
         server = _event_loop_server(config, handler, listeners)
 
@@ -498,13 +502,29 @@ def _serve_on_event_loop(config: Config, handler: type[Any], install_signals: bo
                 loop = asyncio.get_running_loop()
                 loop.add_signal_handler(signal.SIGTERM, server.request_stop, True)
                 loop.add_signal_handler(signal.SIGINT, server.request_stop, False)
+            _close_originals(listeners)
             _announce_event_loop(server, config)
 
         server.serve(config.loop, on_ready=ready)
     finally:
         for listener in listeners:
-            _close_listener(listener.socket)
+            listener.socket.close()
+        for path in unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     return 0
+
+
+def _sockets(listeners: list[Listener], family: int) -> list[socket.socket]:
+    return [listener.socket for listener in listeners if listener.socket.family == family]
+
+
+def _close_originals(listeners: list[Listener]) -> None:
+    """The event-loop server serves duplicates of the listening sockets, and closes them when
+    it stops: close the originals once it serves, so that a stop leaves nothing holding the
+    port open (a client would wait in the backlog through the drain, then be reset)."""
+    for listener in listeners:
+        listener.socket.close()
 
 
 def _announce_event_loop(server: aio.AsyncServer, config: Config, startup: bool = True) -> None:
@@ -577,6 +597,7 @@ def _serve_with_workers(config: Config) -> int:
             max_requests_jitter=config.max_requests_jitter,
             # a worker drains for drain_timeout, then gives shut connections a grace period
             graceful_timeout=config.drain_timeout + FORCED_CLOSE_GRACE + 1.0,
+            on_stop=lambda graceful: _stop_listening(listeners, graceful),
         )
         for listener in listeners:
             logger.info("listening on %s", format_address(listener.socket.getsockname()))
@@ -584,6 +605,39 @@ def _serve_with_workers(config: Config) -> int:
     finally:
         for listener in listeners:
             _close_listener(listener.socket)
+
+
+def _stop_listening(listeners: list[Listener], graceful: bool) -> None:
+    """The supervisor's stop began and no worker accepts any more: refuse (close) the
+    connections waiting in the backlog, with a log line, and close the listeners, so that
+    new clients are refused at once instead of waiting out the drain to be reset."""
+    for listener in listeners:
+        sock = listener.socket
+        if graceful and sock.type == socket.SOCK_STREAM and sock.fileno() != -1:
+            refused = _refuse_backlog(sock)
+            if refused:
+                logger.warning(
+                    "closed %d connections waiting on %s: the server is stopping",
+                    refused,
+                    format_address(sock.getsockname()),
+                )
+        _close_listener(sock)
+
+
+def _refuse_backlog(sock: socket.socket) -> int:
+    """Accept and close what waits in *sock*'s backlog (non-blocking); return how many."""
+    sock.setblocking(False)
+    refused = 0
+    for _ in range(MAX_REFUSED_ON_STOP):
+        try:
+            conn, _address = sock.accept()
+        except OSError:  # BlockingIOError: the backlog is empty
+            break
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_WR)
+        conn.close()
+        refused += 1
+    return refused
 
 
 def _serve_worker_on_event_loop(
@@ -601,6 +655,7 @@ def _serve_worker_on_event_loop(
 
     def ready() -> None:
         worker.ready()  # counted in for new connections before it says it serves
+        _close_originals(listeners)
         _announce_event_loop(server, config, startup=False)
 
     server.serve(config.loop, on_ready=ready)

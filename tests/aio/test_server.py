@@ -322,6 +322,33 @@ def test_graceful_stop_lets_a_request_read_in_two_parts_finish(loop: str) -> Non
     assert cut == []
 
 
+@pytest.mark.parametrize("blocking", [False, True])
+def test_graceful_stop_lets_a_message_partly_received_finish(loop: str, blocking: bool) -> None:
+    class Echo(aio.LineHandler):
+        def handle_line(self, line: bytes) -> bytes:
+            return b"got " + line
+
+    Echo.blocking = blocking
+    with serving(Echo, loop, drain_timeout=WAIT) as running:
+        with running.connect() as idle, running.connect() as sock:
+            assert ask(idle, b"a") == b"got a\n"
+            assert ask(sock, b"b") == b"got b\n"
+            sock.sendall(b"hal")  # part of the next line: in flight
+            assert wait_until(lambda: running.call(_partial, running.server) == 1)
+            running.server.request_stop()
+            assert closed_by_server(idle)  # between messages: closed at once
+            sock.sendall(b"f\nnot handled\n")
+            assert recv_until(sock, b"\n") == b"got half\n"
+            assert closed_by_server(sock)
+        running.thread.join(WAIT)
+        assert not running.thread.is_alive()
+
+
+def _partial(server: aio.AsyncServer) -> int:
+    """Connections holding part of a message."""
+    return sum(1 for c in server._connections.values() if getattr(c, "_ns_framer", None))
+
+
 def test_graceful_stop_ends_an_idle_readexactly_loop_quietly(
     loop: str, caplog: pytest.LogCaptureFixture
 ) -> None:

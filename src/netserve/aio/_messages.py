@@ -158,7 +158,13 @@ class _MessageHandler(Connection):
         else:
             if not framer.buffered:
                 self._ns_framer = None  # nothing partial: hold no framer while idle
+        last = self.server._ns_stopping and bool(messages)
+        if last:  # the message a graceful stop waited for (see _ns_begin_stop): the last
+            del messages[1:]
+            self._ns_framer = None
         if self.blocking:
+            if last:
+                self._ns_ending = b""  # close once its reply is sent
             self._ns_enqueue(messages)
             return
         parts, failed = self._ns_run(messages)
@@ -168,7 +174,7 @@ class _MessageHandler(Connection):
             self._ns_close()
         elif error is not None:
             self._ns_close_after_error(self._ns_ending or b"")
-        elif self._ns_close_requested:
+        elif self._ns_close_requested or last:
             self._ns_close()
 
     def eof_received(self) -> bool:
@@ -347,7 +353,11 @@ class _MessageHandler(Connection):
         if self._ns_state != OPEN:
             return
         if not self._ns_busy:
-            self._ns_close()
+            framer = self._ns_framer
+            if framer is None or not framer.buffered:
+                self._ns_close()  # between messages
+            # else a message is partly received: _ns_received handles it once complete,
+            # then closes (or the drain timeout does)
             return
         # a message is being handled: let it finish and send its reply, then close; the
         # messages queued behind it are dropped and no more are read

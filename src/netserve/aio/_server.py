@@ -389,8 +389,14 @@ class AsyncServer:
     async def _stop(self, drain_timeout: float) -> None:
         self._ns_stopping = True
         self._close_listeners()
+        graceful = drain_timeout > 0 and not self._fast_stop_requested
+        logger.info(
+            "stopping %s: %d connections open",
+            f"gracefully (drain timeout {drain_timeout:g} s)" if graceful else "now",
+            len(self._connections),
+        )
         try:
-            if drain_timeout > 0 and not self._fast_stop_requested:
+            if graceful:
                 for connection in list(self._connections.values()):
                     connection._ns_begin_stop()
                 await self._wait_for_connections(drain_timeout)

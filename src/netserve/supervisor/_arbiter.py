@@ -17,6 +17,7 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -70,6 +71,7 @@ class Settings:
     max_requests: int
     max_requests_jitter: int
     graceful_timeout: float
+    on_stop: Callable[[bool], object] | None = None
 
 
 @dataclass(eq=False)
@@ -179,6 +181,12 @@ class Arbiter:
         for child in self._children.values():
             if not child.killed:
                 self._ask_to_stop(child, signum, wait)
+        on_stop = self._settings.on_stop
+        if on_stop is not None:
+            try:
+                on_stop(graceful)
+            except Exception:
+                logger.exception("the supervisor's on_stop callback failed")
 
     def _reload(self) -> None:
         """Start a new generation; the old one is stopped once the new one is ready."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 from .._errors import ConfigError
 from ._arbiter import Arbiter, Settings
@@ -35,6 +36,9 @@ class Supervisor:
       with ``EXIT_BOOT_ERROR``; the supervisor logs the error once and stops, unless other
       workers are serving: then a reload is called off (the old workers keep serving), and
       a replacement is retried with the back-off.
+    - *on_stop(graceful)* is called when a stop begins (not a reload), once the workers were
+      asked to stop: no worker will accept again, so the caller may close its sockets then,
+      for new clients to be refused at once rather than wait in the backlog for the drain.
 
     Raises ``ConfigError`` for an invalid option.
     """
@@ -49,6 +53,7 @@ class Supervisor:
         max_requests: int = 0,
         max_requests_jitter: int = 0,
         graceful_timeout: float = 30.0,
+        on_stop: Callable[[bool], object] | None = None,
     ) -> None:
         if not callable(target):
             raise ConfigError(f"target: {target!r} is not callable")
@@ -65,6 +70,7 @@ class Supervisor:
             max_requests=max_requests,
             max_requests_jitter=max_requests_jitter,
             graceful_timeout=graceful_timeout,
+            on_stop=on_stop,
         )
         self._running = False
 
