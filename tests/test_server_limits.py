@@ -342,6 +342,37 @@ def test_graceful_shutdown_refuses_the_backlog_with_a_word(
     assert "stopping" in caplog.text
 
 
+def test_graceful_shutdown_refuses_clients_that_come_during_the_drain(
+    clients: list[socket.socket],
+) -> None:
+    class Server(netserve.ThreadPoolTCPServer):
+        busy_message = b"stopping\n"
+
+    HalfLine.began.clear()
+    server = Server(("127.0.0.1", 0), HalfLine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stopper = threading.Thread(target=server.shutdown, kwargs={"drain_timeout": WAIT})
+    try:
+        clients.append(connect(server.server_address))
+        clients[0].sendall(b"abcd")  # a request in flight: the drain waits for it
+        assert HalfLine.began.wait(WAIT)
+        stopper.start()
+        thread.join(WAIT)  # serve_forever() has returned: the drain is under way
+        for _ in range(3):
+            with connect(server.server_address) as late:
+                assert late.recv(100) == b"stopping\n"
+                assert closed_by_server(late)
+        assert server.refused["stopping"] == 3
+        clients[0].sendall(b"ef\n")
+        assert clients[0].recv(100) == b"\nfedcba"  # the one in flight is still served
+        stopper.join(WAIT)
+        assert not stopper.is_alive()
+    finally:
+        server.server_close()
+    assert not [t for t in threading.enumerate() if t.name == "refuse while stopping"]
+
+
 def test_close_request_override_without_super_does_not_fill_the_limit() -> None:
     class Server(netserve.ThreadPoolTCPServer):
         max_workers = 2

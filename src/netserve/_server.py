@@ -9,6 +9,7 @@ often ``service_actions()`` runs when nothing happens. Errors from ``accept()`` 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import selectors
@@ -18,12 +19,12 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 from ._connections import ConnectionRegistry
 from ._errors import ConfigError
-from ._listeners import AcceptErrorPolicy, format_address
+from ._listeners import ACCEPT_BACKOFF, AcceptErrorPolicy, format_address
 from ._log import RateLimitedLog, logger
 from ._types import Address, ClientAddress, RequestHandlerFactory
 from .strategies import ConcurrencyStrategy, ThreadPool
@@ -238,36 +239,80 @@ class BaseServer:
 
         Called from the thread that runs ``serve_forever()`` (from a handler of a server that
         serves inline), it only asks the loop to stop and returns, instead of deadlocking.
-        With *drain_timeout* the stop is graceful: connections still waiting in the listen
-        backlog are taken and refused (reason "stopping": ``busy_message``, a log line), then
-        requests in flight get up to *drain_timeout* seconds to finish before the connections
-        of those still running are closed (each with a log line).
+        With *drain_timeout* the stop is graceful: requests in flight get up to
+        *drain_timeout* seconds to finish before the connections of those still running are
+        closed (each with a log line); meanwhile the connections waiting in the listen
+        backlog, and those made during the drain, are taken and refused (reason "stopping":
+        ``busy_message``, a log line). The listening socket stays open, as after a plain
+        ``shutdown()``.
         """
         control = self._loop_control
         control.request_stop()
         if control.serving_thread != threading.get_ident():
             control.stopped.wait()
         if drain_timeout is not None:
-            self._refuse_pending()
-            self._finish_in_flight(drain_timeout)
+            with self._refusing_new_connections():
+                self._finish_in_flight(drain_timeout)
 
-    def _refuse_pending(self) -> None:
-        """Refuse the connections the kernel has accepted but the server has not, so that
-        none is dropped without a word when the listener closes (stream servers only)."""
+    @contextlib.contextmanager
+    def _refusing_new_connections(self) -> Iterator[None]:
+        """Refuse every connection made while the block runs, from a thread of its own."""
         listener = getattr(self, "socket", None)
         if listener is None or listener.fileno() == -1 or listener.type != socket.SOCK_STREAM:
+            yield
             return
+        done_reader, done_writer = socket.socketpair()
+        refuser = threading.Thread(
+            target=self._refuse_until, args=(listener, done_reader), name="refuse while stopping"
+        )
+        refuser.start()
+        try:
+            yield
+        finally:
+            done_writer.send(b"x")
+            refuser.join()
+            done_reader.close()
+            done_writer.close()
+
+    def _refuse_until(self, listener: _Socket, done: _Socket) -> None:
+        """Refuse what is in the backlog, then each connection as it comes, until *done* is
+        readable; after an accept error (out of descriptors, say), wait ``ACCEPT_BACKOFF``
+        before trying again."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(done, selectors.EVENT_READ)
+            selector.register(listener, selectors.EVENT_READ)
+            while True:
+                if self._refuse_pending():
+                    ready = selector.select()
+                else:
+                    ready = selector.select(ACCEPT_BACKOFF)
+                if any(key.fileobj is done for key, _ in ready):
+                    return
+
+    def _refuse_pending(self) -> bool:
+        """Refuse the connections the kernel has accepted but the server has not, so that
+        none is dropped without a word when the listener closes (stream servers only).
+        False if ``accept()`` failed otherwise than for want of connections."""
+        listener = getattr(self, "socket", None)
+        if listener is None or listener.fileno() == -1 or listener.type != socket.SOCK_STREAM:
+            return True
         timeout = listener.gettimeout()
         listener.setblocking(False)
         try:
             for _ in range(MAX_REFUSED_ON_STOP):
                 try:
                     request, client_address = self.get_request()
-                except OSError:  # BlockingIOError: the backlog is empty
-                    return
+                except BlockingIOError:  # the backlog is empty
+                    return True
+                except OSError as exc:
+                    if exc.errno == errno.ECONNABORTED:  # that client gave up: the next
+                        continue
+                    logger.debug("cannot refuse what waits in the backlog: %r", exc)
+                    return False
                 if isinstance(request, socket.socket):
                     request.setblocking(True)  # on BSDs it inherits the listener's O_NONBLOCK
                 self._refuse(request, client_address, "stopping")
+            return True
         finally:
             listener.settimeout(timeout)
 
