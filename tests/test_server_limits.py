@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import resource
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -242,15 +243,78 @@ def test_idle_client_is_disconnected_with_a_log_line(
 
     server = Server(("127.0.0.1", 0), LineReverse, idle_timeout=0.8)
     with run_server(server) as address, connect(address) as idle, connect(address) as busy:
-        began = time.monotonic()
         for n in range(8):  # busy talks every 0.1 s: never idle for 0.8 s (a wide margin)
             assert ask(busy, b"n%d" % n) == b"%dn\n" % n
+            if n == 3:  # about 0.4 s in: the idle one is still open
+                idle.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    idle.recv(1)
+                idle.setblocking(True)
             time.sleep(0.1)
         assert closed_by_server(idle)
-        assert time.monotonic() - began >= 0.8
         assert ask(busy, b"still") == b"llits\n"
     assert errors == []
     assert "idle for 0.8 s" in caplog.text
+
+
+def test_idle_timeout_never_cuts_off_a_client_reading_a_long_reply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    size = 4 << 20
+
+    class Download(netserve.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+            self.wfile.write(b"x" * size)  # one sendall: longer than idle_timeout in all
+
+    server = netserve.ThreadPoolTCPServer(("127.0.0.1", 0), Download, idle_timeout=0.3)
+    with run_server(server) as address:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        client.settimeout(WAIT)
+        with client:
+            client.connect(address)
+            client.sendall(b"go\n")
+            began = time.monotonic()
+            received = 0
+            while received < size:
+                chunk = client.recv(1 << 16)
+                assert chunk, f"cut off after {received} bytes"
+                received += len(chunk)
+                time.sleep(0.01)  # a slow reader, but one that never stops reading
+            assert time.monotonic() - began > 0.3  # the reply took longer than idle_timeout
+    assert "idle for" not in caplog.text
+
+
+@pytest.mark.parametrize("where", ["backend", "handler timeout"])
+def test_other_timeouts_are_errors_not_idle_clients(
+    caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="netserve")
+    errors: list[BaseException | None] = []
+
+    class TimesOut(netserve.StreamRequestHandler):
+        timeout = 0.2 if where == "handler timeout" else None  # stdlib meaning: an error
+
+        def handle(self) -> None:
+            if where == "backend":
+                self.rfile.readline()
+                raise TimeoutError("the backend did not answer")
+            self.rfile.readline()  # the client sends nothing
+
+    class Server(netserve.ThreadPoolTCPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            errors.append(sys.exc_info()[1])
+
+    server = Server(("127.0.0.1", 0), TimesOut, idle_timeout=5.0)
+    with run_server(server) as address, connect(address) as client:
+        if where == "backend":
+            client.sendall(b"go\n")
+        assert closed_by_server(client)
+    assert len(errors) == 1
+    assert type(errors[0]) is TimeoutError
+    assert "idle for" not in caplog.text
 
 
 # --- graceful drain -------------------------------------------------------------------------

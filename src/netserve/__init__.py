@@ -6,7 +6,14 @@ everything public is re-exported here, from small private modules.
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import BindError, ConfigError, HandlerImportError, NetserveError, ProtocolError
+from ._errors import (
+    BindError,
+    ConfigError,
+    HandlerImportError,
+    IdleTimeoutError,
+    NetserveError,
+    ProtocolError,
+)
 from ._handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from ._server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 from ._version import __version__ as __version__
@@ -47,6 +54,7 @@ __all__ = [
     "ForkingUnixDatagramServer",
     "ForkingUnixStreamServer",
     "HandlerImportError",
+    "IdleTimeoutError",
     "NetserveError",
     "ProtocolError",
     "StreamRequestHandler",

@@ -9,9 +9,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ._errors import IdleTimeoutError
 from ._types import ClientAddress
 
-__all__ = ["ConnectionRegistry"]
+__all__ = ["ConnectionRegistry", "IdleTimeoutSocket"]
 
 #: Entries of connections closed without ``release()`` are dropped when the registry grows
 #: past this size (then past twice what remained): amortized O(1) per connection.
@@ -116,3 +117,54 @@ def _ip_of(client_address: ClientAddress) -> str | None:
     if isinstance(client_address, tuple) and client_address:
         return str(client_address[0])
     return None
+
+
+class IdleTimeoutSocket(socket.socket):
+    """An accepted connection under the server's ``idle_timeout``, which is its timeout.
+
+    Its reads and writes raise ``IdleTimeoutError`` when the timeout passes, so that the
+    server can tell an idle client from any other timeout (a backend's, say). ``sendall()``
+    waits up to the timeout for each piece the client takes, not for the whole of it: a
+    client that keeps reading a long reply is never cut off. Once the handler sets a timeout
+    of its own (``settimeout``, ``setblocking``; ``StreamRequestHandler.timeout`` does), the
+    socket is a plain ``socket.socket`` again, and that timeout has its standard meaning.
+
+    The server makes an accepted ``socket.socket`` one by assigning ``__class__`` (the
+    layout is the same); other socket types keep the plain timeout.
+    """
+
+    __slots__ = ()
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        try:
+            return super().recv(bufsize, flags)
+        except TimeoutError:
+            raise self._idle() from None
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        try:
+            return super().recv_into(buffer, nbytes, flags)
+        except TimeoutError:
+            raise self._idle() from None
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        try:
+            return super().send(data, flags)
+        except TimeoutError:
+            raise self._idle() from None
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        with memoryview(data) as view, view.cast("B") as rest:
+            while rest:
+                rest = rest[self.send(rest, flags) :]
+
+    def settimeout(self, value: float | None) -> None:
+        super().settimeout(value)
+        self.__class__ = socket.socket  # type: ignore[assignment]
+
+    def setblocking(self, flag: bool) -> None:
+        super().setblocking(flag)
+        self.__class__ = socket.socket  # type: ignore[assignment]
+
+    def _idle(self) -> IdleTimeoutError:
+        return IdleTimeoutError(f"no traffic for {self.gettimeout():g} s (idle_timeout)")

@@ -7,7 +7,14 @@ from ``bind()``, say) it keeps doing so, and the netserve error also derives fro
 
 from __future__ import annotations
 
-__all__ = ["BindError", "ConfigError", "HandlerImportError", "NetserveError", "ProtocolError"]
+__all__ = [
+    "BindError",
+    "ConfigError",
+    "HandlerImportError",
+    "IdleTimeoutError",
+    "NetserveError",
+    "ProtocolError",
+]
 
 
 class NetserveError(Exception):
@@ -35,3 +42,10 @@ class HandlerImportError(NetserveError, ImportError):
 
 class ProtocolError(NetserveError):
     """A peer sent bytes that break the protocol (a garbled or oversized frame, a bad header)."""
+
+
+class IdleTimeoutError(NetserveError, TimeoutError):
+    """A client sent nothing, or took nothing of what was sent to it, for the server's
+    ``idle_timeout``. Raised by the reads and writes of a connection's socket (so, of a
+    stream handler's ``rfile`` and ``wfile`` too); the server then closes the connection with
+    a log line, without calling ``handle_error()``. A ``TimeoutError`` (``socket.timeout``)."""

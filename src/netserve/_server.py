@@ -22,8 +22,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, Self
 
-from ._connections import ConnectionRegistry
-from ._errors import ConfigError
+from ._connections import ConnectionRegistry, IdleTimeoutSocket
+from ._errors import ConfigError, IdleTimeoutError
 from ._listeners import ACCEPT_BACKOFF, AcceptErrorPolicy, format_address
 from ._log import RateLimitedLog, logger
 from ._types import Address, ClientAddress, RequestHandlerFactory
@@ -433,6 +433,8 @@ class BaseServer:
                 return False
         if self.idle_timeout is not None:
             conn.settimeout(self.idle_timeout)
+            if type(conn) is socket.socket:
+                conn.__class__ = IdleTimeoutSocket  # see there: tells idle from other timeouts
         return True
 
     def _refuse(self, request: Any, client_address: ClientAddress, reason: str) -> None:
@@ -462,7 +464,7 @@ class BaseServer:
                 sys.exc_info()[1],
             )
             return
-        if self.idle_timeout is not None and isinstance(sys.exc_info()[1], TimeoutError):
+        if isinstance(sys.exc_info()[1], IdleTimeoutError):
             logger.info(
                 "closed connection from %s: idle for %.1f s",
                 format_address(client_address),
