@@ -68,6 +68,16 @@ def request(address: Any, payload: bytes = b"ping\n", family: int = socket.AF_IN
         return recv_until_eof(client)
 
 
+def wait_for(predicate: Any, timeout: float = WAIT) -> bool:
+    """Poll *predicate* every 10 ms until it is true or *timeout* passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def start_serving(server: Any, poll_interval: float | None = 0.5) -> threading.Thread:
     """Run ``server.serve_forever(poll_interval)`` in a daemon thread and return the thread."""
     thread = threading.Thread(

@@ -31,6 +31,7 @@ from tests.netio import (
     recv_until_eof,
     request,
     start_serving,
+    wait_for,
 )
 
 # --- helpers ------------------------------------------------------------------------------
@@ -389,6 +390,46 @@ def test_forking_server_serves_in_child_processes(make_server: Any) -> None:
     assert server.active_children == set()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaped by server_close()
+
+
+@needs_fork
+def test_forking_server_counts_connections_in_children_toward_the_limits(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server(
+        netserve.ForkingTCPServer, PidHandler, max_connections=1, max_connections_per_ip=1
+    )
+    start_serving(server, poll_interval=0.05)
+    with socket.create_connection(server.server_address, timeout=WAIT) as first:
+        first.sendall(b"hold")  # half a line: its child waits for the rest
+        with socket.create_connection(server.server_address, timeout=WAIT) as second:
+            assert recv_until_eof(second) == b""  # refused: the first holds the only place
+        assert server.refused["max_connections"] == 1
+        first.sendall(b"\n")
+        assert int(recv_until_eof(first).split()[0]) != os.getpid()
+    # once the first child has exited (and been reaped), its place is free again
+    assert wait_for(lambda: not server.active_children)
+    with socket.create_connection(server.server_address, timeout=WAIT) as third:
+        third.sendall(b"x\n")
+        assert recv_until_eof(third) != b""
+    server.shutdown()
+
+
+@needs_fork
+def test_forking_server_drain_shuts_what_children_still_serve(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server(netserve.ForkingTCPServer, PidHandler)
+    start_serving(server, poll_interval=0.05)
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        client.sendall(b"half")  # in flight in a child until the drain timeout
+        assert wait_for(lambda: server.active_children)
+        began = time.monotonic()
+        server.shutdown(drain_timeout=0.3)
+        assert time.monotonic() - began < WAIT / 2
+        assert recv_until_eof(client) == b""  # its connection was shut: the child ended
+    assert not server.active_children
+    assert "closing connection from 127.0.0.1" in caplog.text
 
 
 @needs_fork

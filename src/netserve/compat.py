@@ -85,6 +85,12 @@ class ForkingMixIn(_MixinBase):
     At most ``max_children`` children run at once (the server waits for one to exit before
     forking more); ``active_children`` holds their PIDs. Only this server's own children are
     ever reaped. ``block_on_close`` makes ``server_close()`` wait for all of them.
+
+    Unlike the stdlib's, the parent keeps its copy of each connection until the child that
+    serves it has exited (then ``close_request()``): so connections served by children count
+    toward ``max_connections`` and ``max_connections_per_ip``, and a graceful stop can shut
+    those still open at the drain timeout. The child's ``shutdown_request()`` ends the
+    connection for the client all the same.
     """
 
     timeout: float | None = 300
@@ -92,7 +98,10 @@ class ForkingMixIn(_MixinBase):
     block_on_close: bool = True
 
     def _make_concurrency(self) -> ConcurrencyStrategy:
-        return ForkPerRequest(max_children=lambda: self.max_children)
+        return ForkPerRequest(
+            max_children=lambda: self.max_children,
+            on_exit=lambda request: self.close_request(request),
+        )
 
     @property
     def _fork_strategy(self) -> ForkPerRequest:
@@ -109,6 +118,7 @@ class ForkingMixIn(_MixinBase):
         strategy = self._fork_strategy
         strategy.children = set() if pids is None else pids
         strategy.has_forked = pids is not None
+        strategy.forget_gone()
 
     def collect_children(self, *, blocking: bool = False) -> None:
         """Reap children that have exited, after waiting until fewer than ``max_children``
@@ -122,11 +132,15 @@ class ForkingMixIn(_MixinBase):
         self.collect_children()
 
     def process_request(self, request: Any, client_address: ClientAddress) -> None:
-        """Fork; the child serves the request and exits, the parent closes its copy."""
+        """Fork; the child serves the request and exits; the parent closes its copy once the
+        child is reaped."""
         self._submit(
             request, client_address, lambda: self._process_request_in_child(request, client_address)
         )
-        self.close_request(request)
+
+    def _admit(self, conn: Any, client_address: ClientAddress) -> bool:
+        self.collect_children()  # children that exited free their connections' places first
+        return super()._admit(conn, client_address)
 
     def _process_request_in_child(self, request: Any, client_address: ClientAddress) -> None:
         try:

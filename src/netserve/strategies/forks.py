@@ -7,6 +7,8 @@ import select
 import time
 from collections.abc import Callable
 
+from .._log import logger
+
 __all__ = ["ForkPerRequest"]
 
 _pidfd_open = getattr(os, "pidfd_open", None)  # Linux >= 5.3; elsewhere a slower fallback
@@ -20,11 +22,19 @@ class ForkPerRequest:
     The child's exit status is 0 when ``serve()`` returned and 1 when it raised; nothing it
     raises reaches the parent. The parent keeps the PIDs of its live children and reaps only
     those (``waitpid`` on each PID, never ``waitpid(-1)``), so children forked by other code
-    in the same process are left alone.
+    in the same process are left alone. With *on_exit*, the parent keeps each child's
+    request until the child is reaped, then calls ``on_exit(request)`` (an exception from it
+    is logged).
     """
 
-    def __init__(self, max_children: Callable[[], int] = lambda: 40) -> None:
+    def __init__(
+        self,
+        max_children: Callable[[], int] = lambda: 40,
+        on_exit: Callable[[object], object] | None = None,
+    ) -> None:
         self._max_children = max_children
+        self._on_exit = on_exit
+        self._requests: dict[int, object] = {}  # pid -> its request, with on_exit
         self.children: set[int] = set()
         self.has_forked = False
 
@@ -39,7 +49,15 @@ class ForkPerRequest:
                 os._exit(status)
         self.has_forked = True
         self.children.add(pid)
+        if self._on_exit is not None:
+            self._requests[pid] = request
         return True
+
+    def forget_gone(self) -> None:
+        """Let go of the requests of children no longer in ``children`` (taken out by
+        other code, as the stdlib's ``active_children`` allows)."""
+        for pid in [pid for pid in self._requests if pid not in self.children]:
+            self._gone(pid)
 
     def collect(self, *, blocking: bool = False) -> None:
         """Reap exited children; first wait until fewer than ``max_children`` are alive.
@@ -78,8 +96,17 @@ class ForkPerRequest:
         except ChildProcessError:
             done = pid  # reaped by someone else
         if done:
-            self.children.discard(pid)
+            self._gone(pid)
         return bool(done)
+
+    def _gone(self, pid: int) -> None:
+        self.children.discard(pid)
+        request = self._requests.pop(pid, None)
+        if request is not None and self._on_exit is not None:
+            try:
+                self._on_exit(request)
+            except Exception:
+                logger.exception("closing the request of child pid %d failed", pid)
 
     def _wait_for_any(self, timeout: float | None) -> None:
         """Block until one of our children exits (or *timeout*), and reap what has exited."""
@@ -92,7 +119,7 @@ class ForkPerRequest:
                 try:
                     pidfds[_pidfd_open(pid)] = pid
                 except ProcessLookupError:
-                    self.children.discard(pid)  # already reaped elsewhere
+                    self._gone(pid)  # already reaped elsewhere
             if pidfds:
                 poller = select.poll()  # not select(): pidfds may be above FD_SETSIZE
                 for fd in pidfds:
