@@ -259,6 +259,10 @@ def test_defaults_serve_in_this_process_with_a_bounded_pool() -> None:
         ("workers", -1),
         ("worker_timeout", 0),
         ("worker_timeout", -1.0),
+        ("worker_timeout", 0.5),  # two heartbeats at least
+        ("idle_timeout", 1e12),  # past what socket timeouts hold
+        ("drain_timeout", 1e12),
+        ("worker_timeout", 1e12),
         ("max_requests", -1),
         ("max_requests_jitter", -1),
     ],
@@ -297,7 +301,9 @@ def test_bad_transport_lists_the_choices() -> None:
         ("drain_timeout", 0),
         ("workers", 0),
         ("workers", 4),
-        ("worker_timeout", 0.5),
+        ("worker_timeout", 1.0),
+        ("idle_timeout", 1e7),
+        ("drain_timeout", 1e7),
         ("max_requests", 1),
         ("max_requests_jitter", 10),
     ],
@@ -401,14 +407,24 @@ def test_describe_a_thread_per_connection() -> None:
 def test_describe_workers() -> None:
     text = Config(workers=2, worker_timeout=10.0).describe()
     for part in (
-        "2 worker processes",
-        "thread pool of 32",
+        "2 worker processes (each logs its mode)",
         "worker_timeout=10s",
         "max_requests=none",
     ):
         assert part in text, text
+    # the handler, imported by the workers only, decides between threads and the loop
+    assert "thread" not in text, text
+    assert "event loop" not in text, text
     assert "1 process" not in text
     assert "max_requests=500" in Config(workers=1, max_requests=500).describe()
+
+
+def test_describe_mode() -> None:
+    assert Config().describe_mode() == "thread pool of 32 (queue 64, overflow reject)"
+    assert Config(threads=0).describe_mode() == "a thread per connection"
+    assert Config(threads=8).describe_mode("uvloop") == (
+        "event loop (uvloop; 8 threads for blocking handlers)"
+    )
 
 
 def test_describe_small_timeouts_keep_their_digits() -> None:

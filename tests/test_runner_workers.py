@@ -210,6 +210,22 @@ def test_a_reload_to_code_that_cannot_load_keeps_the_old_workers(serve, tmp_path
     assert "stopping the supervisor" not in served.text()
 
 
+@pytest.mark.parametrize(
+    ("handler", "mode"),
+    [("Pid", "thread pool of 32 (queue 64"), ("LinePid", "event loop (")],
+)
+def test_each_worker_logs_the_mode_its_handler_runs_in(serve, handler: str, mode: str) -> None:
+    served = serve(f"pidhandlers:{handler}", "--workers", "2")
+    served.wait_for(rf"serving pidhandlers:{handler} on tcp", count=2)
+    lines = served.text().splitlines()
+    assert len([line for line in lines if f"worker mode: {mode}" in line]) == 2, lines
+    startup = [line for line in lines if "2 worker processes" in line]
+    assert len(startup) == 1, lines
+    assert "thread" not in startup[0], startup  # the parent does not know the handler
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(START_TIMEOUT) == 0
+
+
 def test_sigterm_lets_the_request_in_flight_finish(serve) -> None:
     served = serve("pidhandlers:Pid", "--workers", "2")
     served.wait_for(r"serving pidhandlers:Pid on tcp", count=2)

@@ -529,12 +529,19 @@ def _close_originals(listeners: list[Listener]) -> None:
 
 def _announce_event_loop(server: aio.AsyncServer, config: Config, startup: bool = True) -> None:
     if startup:
-        loop = f"{loop_name(asyncio.get_running_loop())}, {server.transport} transports"
         logger.info(
-            "netserve %s, pid %d: %s", _version, os.getpid(), config.describe(event_loop=loop)
+            "netserve %s, pid %d: %s",
+            _version,
+            os.getpid(),
+            config.describe(event_loop=_loop_text(server)),
         )
     for address in server.addresses:
         logger.info("serving %s on %s", config.handler_name, _describe_address(address))
+
+
+def _loop_text(server: aio.AsyncServer) -> str:
+    """The running loop and the server's transports, for log lines."""
+    return f"{loop_name(asyncio.get_running_loop())}, {server.transport} transports"
 
 
 def _describe_address(address: Any) -> str:
@@ -656,6 +663,7 @@ def _serve_worker_on_event_loop(
     def ready() -> None:
         worker.ready()  # counted in for new connections before it says it serves
         _close_originals(listeners)
+        logger.info("worker mode: %s", config.describe_mode(_loop_text(server)))
         _announce_event_loop(server, config, startup=False)
 
     server.serve(config.loop, on_ready=ready)
@@ -683,6 +691,7 @@ def _worker_target(
 
         def ready() -> None:
             worker.ready()  # counted in for new connections before it says it serves
+            logger.info("worker mode: %s", config.describe_mode())
             for server in servers:
                 logger.info("serving %s on %s", config.handler_name, _describe(server))
 

@@ -37,6 +37,12 @@ DEFAULT_MAX_QUEUED = 64
 DEFAULT_DRAIN_TIMEOUT = 30.0
 #: A serve loop checks in every half second; this much silence means it is stuck.
 DEFAULT_WORKER_TIMEOUT = 30.0
+#: The shortest worker_timeout: two heartbeats (one every half second), so that an idle
+#: worker is never taken for a stuck one.
+MIN_WORKER_TIMEOUT = 1.0
+#: The longest timeout accepted (about 115 days): beyond it the socket and lock timeouts
+#: of the platform overflow; "no timeout" is spelt None.
+MAX_TIMEOUT = 1e7
 
 
 def _option(default: Any, help: str, **cli: Any) -> Any:
@@ -185,6 +191,16 @@ class Config:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name}: must be more than 0, got {value}")
+        if self.worker_timeout < MIN_WORKER_TIMEOUT:
+            raise ConfigError(
+                f"worker_timeout: must be at least {MIN_WORKER_TIMEOUT:g} s (workers report "
+                f"every half second), got {self.worker_timeout}"
+            )
+        for name in ("idle_timeout", "worker_timeout", "drain_timeout"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_TIMEOUT:
+                unset = " (leave it unset for no timeout)" if name == "idle_timeout" else ""
+                raise ConfigError(f"{name}: must be at most {MAX_TIMEOUT:g} s{unset}, got {value}")
 
     def endpoints(self) -> list[Endpoint]:
         """The parsed ``bind`` addresses."""
@@ -203,17 +219,13 @@ class Config:
 
     def describe(self, event_loop: str | None = None) -> str:
         """The mode and every limit in force, for the startup log line; *event_loop* names
-        the loop when the handler runs on one (async and message handlers)."""
-        if event_loop is not None:
-            threads = self.threads or DEFAULT_THREADS
-            mode = f"event loop ({event_loop}; {threads} threads for blocking handlers)"
-        elif self.threads:
-            mode = (
-                f"thread pool of {self.threads} (queue {self.max_queued}, overflow {self.overflow})"
-            )
+        the loop when the handler runs on one (async and message handlers). With workers
+        the mode is left out: each worker chooses it for the handler it imports, and says
+        it (``describe_mode``)."""
+        if self.workers:
+            processes = f"{self.workers} worker processes (each logs its mode)"
         else:
-            mode = "a thread per connection"
-        processes = f"{self.workers} worker processes" if self.workers else "1 process"
+            processes = f"1 process, {self.describe_mode(event_loop)}"
         limits = ", ".join(
             f"{name}={_show(getattr(self, name))}"
             for name in (
@@ -228,7 +240,18 @@ class Config:
                 f", worker_timeout={_show(self.worker_timeout)}, "
                 f"max_requests={_show(self.max_requests or None)}"
             )
-        return f"{processes}, {mode}; {limits}"
+        return f"{processes}; {limits}"
+
+    def describe_mode(self, event_loop: str | None = None) -> str:
+        """How requests run: on the event loop *event_loop* names, or on threads."""
+        if event_loop is not None:
+            threads = self.threads or DEFAULT_THREADS
+            return f"event loop ({event_loop}; {threads} threads for blocking handlers)"
+        if self.threads:
+            return (
+                f"thread pool of {self.threads} (queue {self.max_queued}, overflow {self.overflow})"
+            )
+        return "a thread per connection"
 
 
 def _show(value: object) -> str:
