@@ -348,6 +348,31 @@ def test_server_close_without_block_on_close_does_not_wait(make_server: Any) -> 
         assert recv_until_eof(client) == b""
 
 
+def test_shutdown_with_drain_timeout_waits_for_daemon_threads_too(make_server: Any) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    class Slow(netserve.BaseRequestHandler):
+        def handle(self) -> None:
+            entered.set()
+            release.wait(WAIT)
+            self.request.sendall(b"done\n")
+
+    server = make_server(netserve.ThreadingTCPServer, Slow)
+    server.daemon_threads = True
+    start_serving(server, poll_interval=0.05)
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        assert entered.wait(WAIT)
+        stopper = threading.Thread(target=server.shutdown, kwargs={"drain_timeout": WAIT})
+        stopper.start()
+        stopper.join(0.3)
+        assert stopper.is_alive()  # still draining: the request is in flight
+        release.set()
+        stopper.join(WAIT)
+        assert not stopper.is_alive()
+        assert recv_until_eof(client) == b"done\n"
+
+
 def test_server_close_does_not_wait_for_daemon_threads(make_server: Any) -> None:
     # The stdlib joins only non-daemon threads in server_close(): with daemon_threads (as
     # http.server.ThreadingHTTPServer sets), a handler stuck on an idle keep-alive client

@@ -240,6 +240,18 @@ def test_port_minus_one_raises_overflow_error_without_leaking_the_socket() -> No
     assert open_fd_count() == before
 
 
+def test_a_socket_that_cannot_be_made_leaves_no_pool_threads() -> None:
+    class Server(netserve.ThreadPoolTCPServer):
+        address_family = 255  # no such family: socket() fails after the pool has started
+        max_workers = 4
+
+    before = threading.active_count()
+    for _ in range(3):
+        with pytest.raises(OSError, match="not supported"):
+            Server((HOST, 0), UpperHandler)
+    assert threading.active_count() == before
+
+
 def test_request_queue_size_is_the_listen_backlog(
     make_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -201,6 +201,25 @@ def test_max_connections_per_ip(clients: list[socket.socket]) -> None:
         assert ask(other_ip, b"b2") == b"2b\n"
 
 
+def test_limits_set_on_a_running_server_take_effect(clients: list[socket.socket]) -> None:
+    server = netserve.ThreadPoolTCPServer(("127.0.0.1", 0), LineReverse)
+    with run_server(server) as address:
+        clients.append(connect(address))
+        assert ask(clients[0], b"a") == b"a\n"
+        server.max_connections = 1
+        extra = connect(address)
+        assert closed_by_server(extra)
+        extra.close()
+        assert server.refused["max_connections"] == 1
+        server.max_connections = None
+        server.max_connections_per_ip = 1
+        extra = connect(address)
+        assert closed_by_server(extra)
+        extra.close()
+        assert server.refused["max_connections_per_ip"] == 1
+        clients.pop().close()  # so that the drain at the end has nothing to wait for
+
+
 def test_limits_and_verify_request_must_both_accept(clients: list[socket.socket]) -> None:
     asked: list[Any] = []
 
@@ -435,6 +454,36 @@ def test_graceful_shutdown_refuses_clients_that_come_during_the_drain(
     finally:
         server.server_close()
     assert not [t for t in threading.enumerate() if t.name == "refuse while stopping"]
+
+
+def test_shutdown_with_drain_from_a_handler_does_not_wait_for_itself() -> None:
+    returned: list[float] = []
+
+    class Quit(netserve.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            began = time.monotonic()
+            self.server.shutdown(drain_timeout=WAIT)
+            returned.append(time.monotonic() - began)
+            self.wfile.write(b"bye\n")
+
+    server = netserve.ThreadPoolTCPServer(("127.0.0.1", 0), Quit)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with connect(server.server_address) as client:
+            client.sendall(b"quit\n")
+            assert client.recv(100) == b"bye\n"
+            assert closed_by_server(client)
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        assert returned[0] < WAIT / 2
+        drains = [t for t in threading.enumerate() if t.name == "netserve drain"]
+        for drain in drains:
+            drain.join(WAIT)  # it ends once the handler that asked is done
+            assert not drain.is_alive()
+    finally:
+        server.server_close()
 
 
 def test_close_request_override_without_super_does_not_fill_the_limit() -> None:

@@ -167,6 +167,7 @@ class BaseServer:
         self._concurrency_closed = False
         #: Connections shut by a drain timeout: errors their handlers then hit are expected.
         self._shut_by_server: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._serving_here = threading.local()  # .request: this thread serves one now
         if self._concurrency is not None:
             self._concurrency.on_capacity(self._loop_control.wake)
 
@@ -244,15 +245,26 @@ class BaseServer:
         closed (each with a log line); meanwhile the connections waiting in the listen
         backlog, and those made during the drain, are taken and refused (reason "stopping":
         ``busy_message``, a log line). The listening socket stays open, as after a plain
-        ``shutdown()``.
+        ``shutdown()``. Called from a handler that this server runs in a thread, it starts
+        the drain in a thread of its own and returns: waiting would wait for the caller.
         """
         control = self._loop_control
         control.request_stop()
         if control.serving_thread != threading.get_ident():
             control.stopped.wait()
-        if drain_timeout is not None:
-            with self._refusing_new_connections():
-                self._finish_in_flight(drain_timeout)
+        if drain_timeout is None:
+            return
+        if getattr(self._serving_here, "request", False):
+            threading.Thread(
+                target=self._drain, args=(drain_timeout,), name="netserve drain"
+            ).start()
+            return
+        self._drain(drain_timeout)
+
+    def _drain(self, drain_timeout: float) -> None:
+        """The graceful part of ``shutdown(drain_timeout=...)``."""
+        with self._refusing_new_connections():
+            self._finish_in_flight(drain_timeout)
 
     @contextlib.contextmanager
     def _refusing_new_connections(self) -> Iterator[None]:
@@ -425,9 +437,13 @@ class BaseServer:
         """Apply the connection limits and ``idle_timeout``; refuse and close if over.
 
         Connections are registered only where something reads the registry: limits, or a
-        strategy whose requests a stop may have to cut short."""
-        if self._concurrency is not None or self._connections.has_limits:
-            reason = self._connections.admit(conn, client_address)
+        strategy whose requests a stop may have to cut short. The limits are read here, for
+        each connection: setting them on a running server takes effect at once."""
+        registry = self._connections
+        registry.max_total = self.max_connections
+        registry.max_per_ip = self.max_connections_per_ip
+        if self._concurrency is not None or registry.has_limits:
+            reason = registry.admit(conn, client_address)
             if reason is not None:
                 self._refuse(conn, client_address, reason)
                 return False
@@ -499,11 +515,14 @@ class BaseServer:
 
     def _serve_guarded(self, request: Any, client_address: ClientAddress) -> None:
         """Serve one request off the accepting thread: errors reported, request shut down."""
+        serving_here = self._serving_here
+        serving_here.request = True  # for shutdown(), called from the handler
         try:
             self.finish_request(request, client_address)
         except Exception:
             self._report_error(request, client_address)
         finally:
+            serving_here.request = False
             self.shutdown_request(request)
 
     def server_close(self) -> None:
@@ -605,7 +624,11 @@ class TCPServer(BaseServer):
             idle_timeout=idle_timeout,
             drain_timeout=drain_timeout,
         )
-        self.socket = socket.socket(self.address_family, self.socket_type)
+        try:
+            self.socket = socket.socket(self.address_family, self.socket_type)
+        except BaseException:
+            BaseServer.server_close(self)  # the strategy's threads, if any
+            raise
         if bind_and_activate:
             try:
                 self.server_bind()

@@ -45,8 +45,10 @@ class ThreadingMixIn(_MixinBase):
     """Serve each request in a new thread.
 
     ``daemon_threads`` (read for each new thread) makes the threads daemons;
-    ``block_on_close`` makes ``server_close()`` wait for the threads still serving.
-    Finished threads are not kept.
+    ``block_on_close`` makes ``server_close()`` wait for the threads still serving (not for
+    daemon threads, as in the stdlib). ``shutdown(drain_timeout=...)`` waits for every
+    request, daemon threads included: it was asked to let them finish. Finished threads are
+    not kept.
     """
 
     daemon_threads: bool = False
@@ -73,6 +75,13 @@ class ThreadingMixIn(_MixinBase):
         self._submit(
             request, client_address, lambda: self.process_request_thread(request, client_address)
         )
+
+    def shutdown(self, *, drain_timeout: float | None = None) -> None:
+        if drain_timeout is None:
+            super().shutdown()
+            return
+        with self._thread_strategy.draining_daemon_threads():
+            super().shutdown(drain_timeout=drain_timeout)
 
     def server_close(self) -> None:
         """Close the server, then (with ``block_on_close``) wait for the threads serving."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = ["ThreadPerRequest"]
 
@@ -17,7 +18,8 @@ class ThreadPerRequest:
     exception that escapes ``serve`` goes to ``threading.excepthook`` as in any thread.
     ``drain`` waits for the non-daemon threads only, as ``server_close()`` does in the
     standard library: daemon threads are by definition not waited for, unless
-    *drain_daemon_threads* (daemon threads that a graceful stop still lets finish).
+    *drain_daemon_threads* (daemon threads that a graceful stop still lets finish), or
+    within ``draining_daemon_threads()``.
     """
 
     def __init__(
@@ -28,6 +30,16 @@ class ThreadPerRequest:
         self._lock = threading.Lock()
         self._all_done = threading.Condition(self._lock)
         self._live: set[threading.Thread] = set()
+
+    @contextlib.contextmanager
+    def draining_daemon_threads(self) -> Iterator[None]:
+        """Within the block, ``drain`` waits for daemon threads too."""
+        before = self._drain_daemon_threads
+        self._drain_daemon_threads = True
+        try:
+            yield
+        finally:
+            self._drain_daemon_threads = before
 
     @property
     def live_threads(self) -> list[threading.Thread]:
