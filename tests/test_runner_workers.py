@@ -226,6 +226,25 @@ def test_each_worker_logs_the_mode_its_handler_runs_in(serve, handler: str, mode
     assert served.proc.wait(START_TIMEOUT) == 0
 
 
+@pytest.mark.parametrize("handler", ["Pid", "LinePid"])
+def test_max_connections_with_workers_refuses_only_when_every_worker_is_full(
+    serve, handler: str
+) -> None:
+    served = serve(f"pidhandlers:{handler}", "--workers", "2", "--max-connections", "2")
+    served.wait_for(rf"serving pidhandlers:{handler} on tcp", count=2)
+    clients = [served.connect() for _ in range(4)]  # room for all four: two per worker
+    try:
+        pids = [ask(sock, b"which")[0] for sock in clients]
+        assert sorted(pids.count(pid) for pid in set(pids)) == [2, 2]
+        with served.connect() as fifth:  # now every worker is full: refused
+            assert fifth.recv(100) == b""
+    finally:
+        for sock in clients:
+            sock.close()
+    assert "refused connection" in served.text()
+    assert served.text().count("refused connection") == 1, served.text()
+
+
 def test_sigterm_lets_the_request_in_flight_finish(serve) -> None:
     served = serve("pidhandlers:Pid", "--workers", "2")
     served.wait_for(r"serving pidhandlers:Pid on tcp", count=2)

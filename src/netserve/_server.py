@@ -232,6 +232,16 @@ class BaseServer:
         if isinstance(self._concurrency, ThreadPool) and self._concurrency.share is not None:
             self._concurrency.share.set_room(id(self), room)
 
+    def _tell_share_of_limit(self) -> None:
+        """In a pre-forked worker: whether ``max_connections`` leaves room for one more, so
+        that the load board sends the next connection to a worker that can serve it."""
+        max_total = self._connections.max_total
+        if max_total is None or not isinstance(self._concurrency, ThreadPool):
+            return
+        share = self._concurrency.share
+        if share is not None:
+            share.set_room(id(self._connections), len(self._connections) < max_total)
+
     def _has_capacity(self) -> bool:
         return self._concurrency is None or self._concurrency.has_capacity()
 
@@ -447,6 +457,8 @@ class BaseServer:
             if reason is not None:
                 self._refuse(conn, client_address, reason)
                 return False
+            if registry.max_total is not None:
+                self._tell_share_of_limit()
         if self.idle_timeout is not None:
             conn.settimeout(self.idle_timeout)
             if type(conn) is socket.socket:
@@ -669,8 +681,11 @@ class TCPServer(BaseServer):
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:
-        self._connections.release(request)
+        registry = self._connections
+        registry.release(request)
         request.close()
+        if registry.max_total is not None:
+            self._tell_share_of_limit()
 
 
 class UDPServer(TCPServer):

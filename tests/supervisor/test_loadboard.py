@@ -151,3 +151,17 @@ def test_a_worker_that_cannot_take_a_connection_does_not_hold_the_others() -> No
     assert other.allows()
     full.set_room(1, True)
     assert not other.allows()
+
+
+def test_a_worker_without_room_leaves_connections_to_one_with_room() -> None:
+    full, other = balances()
+    for _ in range(6):
+        other.opened()
+    full.opened()
+    assert full.allows()  # the least loaded
+    full.set_room(2, False)  # at its max_connections, say
+    assert not full.allows()  # the other has room, however loaded
+    assert other.allows()
+    other.set_room(2, False)
+    assert full.allows()  # nobody has room: take it, to refuse it promptly
+    assert other.allows()

@@ -519,6 +519,8 @@ class AsyncServer:
         connections[id(connection)] = connection
         if self.share is not None:
             self.share.opened()
+            if self.max_connections is not None and len(connections) >= self.max_connections:
+                self.share.set_room(id(connections), False)  # the next is another worker's
         return None
 
     def _ns_refuse(self, connection: Connection, reason: str) -> None:
@@ -539,6 +541,8 @@ class AsyncServer:
             return
         if self.share is not None:
             self.share.closed()
+            if self.max_connections is not None and len(self._connections) < self.max_connections:
+                self.share.set_room(id(self._connections), True)
             for listener in self._servers:
                 if isinstance(listener, _Listener):
                     listener.share_changed()

@@ -184,6 +184,8 @@ class AcceptBalance:
         if self._stopped:
             return False
         fewest = self.board.fewest()
+        if self._without_room:  # leave it to a worker with room; if none has, take it
+            return fewest is None
         return fewest is None or self._open <= fewest + ACCEPT_SLACK
 
     def alive(self) -> None:
