@@ -558,3 +558,11 @@ def test_none_is_refused_where_a_value_is_required(name: str) -> None:
 @pytest.mark.parametrize("name", ["max_connections", "max_connections_per_ip", "idle_timeout"])
 def test_none_means_no_limit_where_the_option_allows_it(name: str) -> None:
     assert getattr(Config(**{name: None}), name) is None  # type: ignore[arg-type]
+
+
+def test_ignored_lists_the_options_given_that_do_not_apply() -> None:
+    assert Config().ignored(event_loop=False) == []
+    config = Config(max_requests=10, worker_timeout=5.0, overflow="wait", transport="loop")
+    assert config.ignored(event_loop=False) == ["worker_timeout", "max_requests", "transport"]
+    assert config.ignored(event_loop=True) == ["worker_timeout", "max_requests", "overflow"]
+    assert Config(workers=2, max_requests=10).ignored(event_loop=True) == []

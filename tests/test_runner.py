@@ -989,6 +989,37 @@ def test_serve_raises_config_error_for_a_bad_option(options: dict[str, Any], nam
         netserve.serve(SeedHandler, ("127.0.0.1", 0), install_signal_handlers=False, **options)
 
 
+def test_workers_without_signal_handlers_or_off_the_main_thread_is_a_config_error(
+    recorded_sockets: list[socket.socket],
+) -> None:
+    with pytest.raises(ConfigError, match=r"^workers: .*install_signal_handlers=True"):
+        netserve.serve(SeedHandler, "127.0.0.1:0", workers=2, install_signal_handlers=False)
+    errors: list[BaseException] = []
+
+    def serve_in_a_thread() -> None:
+        try:
+            netserve.serve(SeedHandler, "127.0.0.1:0", workers=2)
+        except ConfigError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve_in_a_thread)
+    thread.start()
+    thread.join(JOIN_TIMEOUT)
+    assert [str(e).split(":")[0] for e in errors] == ["workers"]
+    assert recorded_sockets == []  # refused before binding
+
+
+def test_options_that_do_not_apply_are_named_in_a_warning(
+    start_script: Callable[..., ServerProcess],
+) -> None:
+    server = start_script("127.0.0.1:0", max_requests=100, transport="loop")
+    server.tcp_address()
+    assert "WARNING ignored without workers: max_requests" in server.lines, server.lines
+    assert "WARNING ignored with a thread handler: transport" in server.lines, server.lines
+    code, _ = server.stop(signal.SIGTERM)
+    assert code == 0, server.stderr
+
+
 def test_serve_rejects_an_unknown_option() -> None:
     with pytest.raises((TypeError, ConfigError), match="no_such_option"):
         netserve.serve(SeedHandler, "127.0.0.1:0", no_such_option=1)

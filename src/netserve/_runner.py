@@ -452,8 +452,15 @@ def serve(
 def run(config: Config, install_signal_handlers: bool = True) -> int:
     """Serve as *config* says until stopped; see ``serve()``."""
     if config.workers:
+        if not install_signal_handlers or threading.current_thread() is not threading.main_thread():
+            raise ConfigError(
+                "workers: the supervisor is driven by signals (TERM, INT, HUP, TTIN, TTOU) "
+                "and installs their handlers: serve from the main thread, with "
+                "install_signal_handlers=True"
+            )
         return _serve_with_workers(config)
     handler = load_handler(config.handler)
+    _warn_ignored(config, runs_on_event_loop(handler))
     if runs_on_event_loop(handler):
         return _serve_on_event_loop(config, handler, install_signal_handlers)
     servers = build_servers(config, handler)
@@ -462,6 +469,21 @@ def run(config: Config, install_signal_handlers: bool = True) -> int:
         _announce(servers, config)
         served = group.serve()
     return 0 if served else 1
+
+
+def _warn_ignored(config: Config, event_loop: bool) -> None:
+    """A warning for the options given that do not apply here."""
+    ignored = config.ignored(event_loop)
+    without_workers = [name for name in ignored if name not in _MODE_OPTIONS]
+    other_mode = [name for name in ignored if name in _MODE_OPTIONS]
+    if without_workers:
+        logger.warning("ignored without workers: %s", ", ".join(without_workers))
+    if other_mode:
+        kind = "an event-loop handler" if event_loop else "a thread handler"
+        logger.warning("ignored with %s: %s", kind, ", ".join(other_mode))
+
+
+_MODE_OPTIONS = frozenset({"max_queued", "overflow", "loop", "transport"})
 
 
 def _event_loop_server(
@@ -676,6 +698,7 @@ def _worker_target(
 
     def run(sockets: list[socket.socket], worker: Worker) -> None:
         handler = load_handler(config.handler)  # HandlerImportError: the worker cannot boot
+        _warn_ignored(config, runs_on_event_loop(handler))
         if runs_on_event_loop(handler):
             _serve_worker_on_event_loop(config, handler, listeners, worker)
             return

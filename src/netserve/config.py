@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ._errors import ConfigError
@@ -241,6 +241,15 @@ class Config:
                 f"max_requests={_show(self.max_requests or None)}"
             )
         return f"{processes}; {limits}"
+
+    def ignored(self, event_loop: bool) -> list[str]:
+        """The options set to something other than their default that do not apply: those
+        of workers without workers, those of a thread pool or of the event loop in the
+        other mode (*event_loop*: the handler runs on one)."""
+        unused = [] if self.workers else ["worker_timeout", "max_requests", "max_requests_jitter"]
+        unused += ["max_queued", "overflow"] if event_loop else ["loop", "transport"]
+        defaults = {f.name: f.default for f in fields(self)}
+        return [name for name in unused if getattr(self, name) != defaults[name]]
 
     def describe_mode(self, event_loop: str | None = None) -> str:
         """How requests run: on the event loop *event_loop* names, or on threads."""
