@@ -1109,11 +1109,12 @@ def test_max_requests_recycles_a_worker_of_any_handler_kind(
             assert exchange(sock, b"conn%d" % n) == b"%dnnoc\n" % n
     [recycled] = server.wait_for(r"worker pid (\d+): 3 requests served \(max_requests\)")
     # the replacement serves, with the old one gone
-    server.wait_for(rf"serving netserve\.demo:{handler} on tcp", count=2)
+    serving = server.wait_for(rf"\[(\d+)\] INFO serving netserve\.demo:{handler} on tcp", count=2)
+    assert serving[1][1] != recycled[1]
+    server.wait_for(rf"worker pid {recycled[1]} \(age \d+\) exited")
     with connect(address) as sock:
         assert exchange(sock, b"next") == b"txen\n"
     assert server.stop()[0] == 0
-    assert recycled[1].isdigit()
 
 
 def test_event_loop_handler_with_workers(start_server: StartServer) -> None:

@@ -45,15 +45,23 @@ class ErrorRecordingServer(netserve.TCPServer):
 # --- BaseRequestHandler ---------------------------------------------------------------------
 
 
+class _Untouchable:
+    """A request or server that fails the test if anything is looked up on it."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the default handler methods touched .{name}")
+
+
 def test_base_handler_stores_attributes_and_defaults_do_nothing() -> None:
-    request, address, server = object(), ("192.0.2.7", 4321), object()
+    request, address, server = _Untouchable(), ("192.0.2.7", 4321), _Untouchable()
     handler = netserve.BaseRequestHandler(request, address, server)  # type: ignore[arg-type]
     assert handler.request is request
     assert handler.client_address == address
     assert handler.server is server
-    assert handler.setup() is None
-    assert handler.handle() is None
-    assert handler.finish() is None
+    handler.setup()
+    handler.handle()
+    handler.finish()
+    assert vars(handler) == {"request": request, "client_address": address, "server": server}
 
 
 def test_setup_handle_finish_run_in_order_with_request_attributes(make_server: Any) -> None:
