@@ -303,6 +303,22 @@ def test_a_graceful_stop_refuses_new_clients_at_once(
     assert served.proc.wait(START_TIMEOUT) == 0
 
 
+@pytest.mark.parametrize("handler", ["Pid", "LinePid"])
+def test_int_after_term_cuts_the_drain_short(serve, handler: str) -> None:
+    served = serve(f"pidhandlers:{handler}", "--workers", "2", "--drain-timeout", "20")
+    served.wait_for(rf"serving pidhandlers:{handler} on tcp", count=2)
+    with served.connect() as client:
+        ask(client, b"one")
+        client.sendall(b"tw")  # half a request: the graceful stop would wait 20 s for it
+        served.proc.send_signal(signal.SIGTERM)
+        served.wait_for(r"graceful stop")
+        served.proc.send_signal(signal.SIGINT)
+        assert served.proc.wait(START_TIMEOUT) == 0
+    text = served.text()
+    assert "fast stop" in text
+    assert "did not stop in time" not in text, text  # the workers stopped by themselves
+
+
 def test_killed_worker_is_replaced_within_2_seconds(serve) -> None:
     served = serve("pidhandlers:Pid", "--workers", "2")
     served.wait_for(r"serving pidhandlers:Pid on tcp", count=2)

@@ -116,6 +116,7 @@ class Worker:
         self._requests = 0
         self._callbacks: list[_Callback] = []
         self._callbacks_called = 0
+        self._callbacks_graceful = True  # what the callbacks called so far were told
         self._thread: threading.Thread | None = None
         self._closed = False
         self._exit_when_orphaned = False  # set by run_worker: only a real worker may exit
@@ -175,7 +176,8 @@ class Worker:
             self._request_stop(graceful=True, reason="max_requests reached")
 
     def on_stop(self, callback: _Callback) -> None:
-        """Call ``callback(graceful)`` once, when a stop is requested (at once if it was).
+        """Call ``callback(graceful)`` when a stop is requested (at once if it was), and
+        again with False if a fast stop follows a graceful one.
 
         *graceful* is False for a fast stop (INT, QUIT): do not wait for requests in flight.
         The callback runs in the worker's stop thread, after the callbacks registered before
@@ -210,9 +212,10 @@ class Worker:
     # -- internals -------------------------------------------------------------------------
 
     def _request_stop(self, graceful: bool, reason: str | int) -> None:
-        """Record a stop request and wake the stop thread. Safe in a signal handler: plain
-        assignments and one non-blocking ``os.write``; no lock, no logging."""
-        if self._stop_requested:
+        """Record a stop request and wake the stop thread; a fast stop may cut a graceful
+        one short, not the reverse. Safe in a signal handler: plain assignments and one
+        non-blocking ``os.write``; no lock, no logging."""
+        if self._stop_requested and (graceful or not self._graceful):
             return
         self._graceful = graceful
         self._stop_reason = reason
@@ -280,12 +283,15 @@ class Worker:
                 self._exit_if_abandoned()
 
     def _run_callbacks(self) -> None:
+        graceful = self._graceful
         with self._lock:
+            if self._callbacks_graceful and not graceful:  # a fast stop cuts a graceful one
+                self._callbacks_called = 0  # short: every callback hears of it
+            self._callbacks_graceful = graceful
             pending = self._callbacks[self._callbacks_called :]
             self._callbacks_called = len(self._callbacks)
         if not pending:
             return
-        graceful = self._graceful
         logger.debug(
             "worker pid %d: %s stop (%s)",
             self.pid,
