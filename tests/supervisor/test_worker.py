@@ -80,15 +80,18 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[bool] = []
         self.threads: list[threading.Thread] = []
-        self.called = threading.Event()
+        self._changed = threading.Condition()
 
     def __call__(self, graceful: bool) -> None:
-        self.calls.append(graceful)
-        self.threads.append(threading.current_thread())
-        self.called.set()
+        with self._changed:
+            self.calls.append(graceful)
+            self.threads.append(threading.current_thread())
+            self._changed.notify_all()
 
-    def wait(self) -> list[bool]:
-        assert self.called.wait(WAIT), "on_stop callback not called"
+    def wait(self, count: int = 1) -> list[bool]:
+        with self._changed:
+            called = self._changed.wait_for(lambda: len(self.calls) >= count, WAIT)
+        assert called, f"on_stop callback called {len(self.calls)} times, not {count}"
         return self.calls
 
 
@@ -203,9 +206,15 @@ def test_signals_request_a_stop_and_callbacks_run_in_the_stop_thread(
     worker.on_stop(recorder)  # registered after the stop: called at once, in the stop thread
     assert recorder.wait() == [graceful]
     assert recorder.threads[0] is not threading.current_thread()
-    worker._request_stop(graceful=not graceful, reason="again")  # ignored: already stopping
+    worker._request_stop(graceful=True, reason="again")  # never softens a stop: ignored
     assert worker._graceful is graceful
     assert recorder.calls == [graceful]
+    worker._request_stop(graceful=False, reason="now")  # a fast stop cuts a graceful one short
+    assert worker._graceful is False
+    if graceful:
+        assert recorder.wait(count=2) == [True, False]
+    else:
+        assert recorder.calls == [False]  # already fast: nothing new
 
 
 def test_callbacks_run_once_in_order_and_errors_are_logged(
