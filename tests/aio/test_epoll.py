@@ -685,3 +685,17 @@ def test_a_listener_declined_by_its_share_resumes_when_a_connection_closes(
             first.close()  # one of this worker's connections is done: look again now
             assert ask(second, b"two") == b"owt\n"
         assert wait_until(lambda: share.open == 0)
+
+
+def test_connections_have_nodelay_and_hand_out_a_non_blocking_socket(loop_name: str) -> None:
+    def report(protocol: Recorder, data: bytes) -> None:
+        sock = protocol.transport.get_extra_info("socket")
+        nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        protocol.transport.write(b"%d %d\n" % (nodelay != 0, sock.getblocking()))
+
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events, report)) as running:
+        for _ in range(3):  # the first connection, and those after it
+            with connect(running.address) as client:
+                client.sendall(b"?")
+                assert recv_until(client, b"\n") == b"1 0\n"  # TCP_NODELAY, not blocking

@@ -25,6 +25,7 @@ only. ``accept()`` running out of file descriptors pauses that listener for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import select
 import socket
@@ -52,6 +53,9 @@ _IN: Final = select.EPOLLIN if hasattr(select, "EPOLLIN") else 1
 _OUT: Final = select.EPOLLOUT if hasattr(select, "EPOLLOUT") else 4
 _ERR_OR_HUP: Final = select.EPOLLERR | select.EPOLLHUP if hasattr(select, "EPOLLERR") else 8 | 16
 _TRY_AGAIN: Final = (BlockingIOError, InterruptedError)
+# Accepted sockets stay in blocking mode, and every read and write passes this flag instead:
+# one system call less per connection (Python's accept cannot ask for a non-blocking socket).
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _DEFAULT_HIGH_WATER: Final = 64 * 1024
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
@@ -136,6 +140,7 @@ class _Listener:
         "_factory",
         "_hub",
         "_nodelay",
+        "_nodelay_inherited",
         "_paused",
         "_share",
         "_sock",
@@ -154,7 +159,13 @@ class _Listener:
         self._share = share
         self._sock = sock
         self._factory = factory
+        # TCP_NODELAY for every connection: set on the listener, which Linux passes on to
+        # the sockets it accepts; the first connection tells whether this system does
         self._nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._nodelay_inherited: bool | None = None  # not known before a connection
+        if self._nodelay:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._paused = False
         self._declined = False  # paused because the share said no
         self.closed = False
@@ -189,9 +200,10 @@ class _Listener:
                 return
             conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             try:
-                conn.setblocking(False)
-                if self._nodelay:
-                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if not _DONTWAIT:
+                    conn.setblocking(False)
+                if self._nodelay and not self._nodelay_inherited:
+                    self._set_nodelay(conn)
             except OSError as exc:  # the client is already gone
                 logger.debug("dropping connection from %s: %s", format_address(address), exc)
                 conn.close()
@@ -203,6 +215,14 @@ class _Listener:
                 conn.close()
                 continue
             _Transport(self._hub, conn, address).start(protocol)
+
+    def _set_nodelay(self, conn: socket.socket) -> None:
+        if self._nodelay_inherited is None:
+            inherited = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            self._nodelay_inherited = inherited
+            if inherited:
+                return
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _accept_failed(self, exc: OSError) -> None:
         pause = self._hub.accept_errors.backoff_after(exc, self)
@@ -234,14 +254,15 @@ class _Listener:
 
 
 class _Transport(asyncio.Transport):
-    """One accepted connection: asyncio's ``Transport`` contract over a non-blocking socket
-    on the hub (see the module docstring)."""
+    """One accepted connection: asyncio's ``Transport`` contract over a socket on the hub
+    that is read and written without blocking (see the module docstring)."""
 
     __slots__ = (
         "_buffer",
         "_closing",
         "_eof_written",
         "_fd",
+        "_handed_out",
         "_high_water",
         "_hub",
         "_input_done",
@@ -270,6 +291,7 @@ class _Transport(asyncio.Transport):
         self._write_paused = False  # the protocol was told pause_writing()
         self._high_water = _DEFAULT_HIGH_WATER
         self._low_water = _DEFAULT_HIGH_WATER // 4
+        self._handed_out = False  # get_extra_info("socket") was called
 
     def __repr__(self) -> str:
         state = "closing" if self._closing else "open"
@@ -297,7 +319,7 @@ class _Transport(asyncio.Transport):
 
     def _read_ready(self) -> None:
         try:
-            data = self._sock.recv(READ_SIZE)
+            data = self._sock.recv(READ_SIZE, _DONTWAIT)
         except _TRY_AGAIN:
             return
         except OSError as exc:
@@ -326,7 +348,7 @@ class _Transport(asyncio.Transport):
         buffer = self._buffer
         assert buffer is not None
         try:
-            sent = self._sock.send(buffer)
+            sent = self._sock.send(buffer, _DONTWAIT)
         except _TRY_AGAIN:
             return
         except OSError as exc:
@@ -362,7 +384,7 @@ class _Transport(asyncio.Transport):
             if type(data) is memoryview:
                 data = data.cast("B")  # so that len() counts bytes
             try:
-                sent = self._sock.send(data)
+                sent = self._sock.send(data, _DONTWAIT)
             except _TRY_AGAIN:
                 sent = 0
             except OSError as exc:
@@ -432,6 +454,9 @@ class _Transport(asyncio.Transport):
         if name == "peername":
             return self._peername
         if name == "socket":
+            if not self._handed_out:  # for the caller, as asyncio's: never blocking
+                self._handed_out = True
+                self._sock.setblocking(False)
             return self._sock
         if name == "sockname":
             try:
