@@ -326,6 +326,28 @@ def test_setup_failure_skips_handle_and_finish_and_a_finish_failure_is_logged(
     assert "LookupError: finish failure" in caplog.text
 
 
+def test_a_handle_that_is_not_async_is_an_error_of_that_connection_only(
+    loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    finished = threading.Event()
+
+    class NotAsync(aio.AsyncRequestHandler):
+        def handle(self) -> None:  # type: ignore[override]  # the mistake under test
+            self.write(b"hi\n")
+
+        async def finish(self) -> None:
+            finished.set()
+
+    with serving(NotAsync, loop) as running:
+        with running.connect() as sock:
+            assert recv_until(sock, b"\n") == b"hi\n"
+            assert closed_by_server(sock)
+        assert finished.wait(WAIT)  # finish() still ran
+        assert wait_until(lambda: running.server.connections == 0)
+    assert "NotAsync.handle failed for 127.0.0.1:" in caplog.text
+    assert "must be a coroutine function (async def)" in caplog.text
+
+
 def test_a_cancelled_handler_task_ends_cancelled_after_finish(loop: str) -> None:
     tasks: list[asyncio.Task[object]] = []
     finished = threading.Event()

@@ -216,13 +216,25 @@ class _Driver(Coroutine[Any, None, None]):
         the last has ended, close the connection and raise ``StopIteration``, or the
         ``BaseException`` a stage raised."""
         while True:
-            coro = self._next_stage(error)
-            if coro is None:
+            method = self._next_stage(error)
+            if method is None:
                 break
-            self.coro = coro
-            self.send_to_coro = coro.send
             try:
-                return coro.send(None)
+                coro = method()
+            except Exception as exc:  # before it could return a coroutine: the stage raised
+                error = exc
+                continue
+            send = getattr(coro, "send", None)
+            if send is None:
+                error = TypeError(
+                    f"{method.__qualname__}() must be a coroutine function (async def); "
+                    f"it returned {coro!r}"
+                )
+                continue
+            self.coro = coro
+            self.send_to_coro = send
+            try:
+                return send(None)
             except StopIteration:
                 error = None
             except BaseException as exc:
@@ -237,8 +249,11 @@ class _Driver(Coroutine[Any, None, None]):
             raise raised
         raise StopIteration
 
-    def _next_stage(self, error: BaseException | None) -> Coroutine[Any, Any, None] | None:
-        """The stage after the one that ended raising *error* (or None); None at the end."""
+    def _next_stage(
+        self, error: BaseException | None
+    ) -> Callable[[], Coroutine[Any, Any, None]] | None:
+        """The handler's method for the stage after the one that ended raising *error* (or
+        None), which is then the running stage; None at the end."""
         handler = self.handler
         assert handler is not None
         stage = self.stage
@@ -251,14 +266,14 @@ class _Driver(Coroutine[Any, None, None]):
         if stage == _NOT_STARTED:
             if cls.setup is not AsyncRequestHandler.setup:  # not run if not overridden
                 self.stage = _SETUP
-                return handler.setup()
+                return handler.setup
             stage = _SETUP
         if stage == _SETUP and error is None:  # after setup() failed, neither of the others
             self.stage = _HANDLE
-            return handler.handle()
+            return handler.handle
         if stage == _HANDLE and cls.finish is not AsyncRequestHandler.finish:
             self.stage = _FINISH
-            return handler.finish()
+            return handler.finish
         self.stage = _ENDED
         return None
 
