@@ -699,3 +699,40 @@ def test_connections_have_nodelay_and_hand_out_a_non_blocking_socket(loop_name: 
             with connect(running.address) as client:
                 client.sendall(b"?")
                 assert recv_until(client, b"\n") == b"1 0\n"  # TCP_NODELAY, not blocking
+
+
+def test_a_default_socket_timeout_never_makes_a_connection_wait(loop_name: str) -> None:
+    # with a timeout, Python polls before each recv/send: the loop would wait on one client
+    def report(protocol: Recorder, data: bytes) -> None:
+        timeout = protocol.transport._sock.gettimeout()  # type: ignore[attr-defined]
+        protocol.transport.write(b"%r\n" % timeout)
+
+    events: queue.Queue[Event] = queue.Queue()
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5.0)
+    try:
+        with (
+            hub_serving(loop_name, lambda: Recorder(events, report)) as running,
+            connect(running.address) as client,
+        ):
+            client.sendall(b"?")
+            assert recv_until(client, b"\n") in (b"0.0\n", b"None\n")
+    finally:
+        socket.setdefaulttimeout(previous)
+    assert socket.getdefaulttimeout() == previous
+
+
+def test_the_socket_of_a_closed_transport_is_still_handed_out(loop_name: str) -> None:
+    handed: list[object] = []
+
+    def close_then_ask(protocol: Recorder, data: bytes) -> None:
+        protocol.transport.abort()
+        handed.append(protocol.transport.get_extra_info("socket"))
+
+    events: queue.Queue[Event] = queue.Queue()
+    with hub_serving(loop_name, lambda: Recorder(events, close_then_ask)) as running:
+        with connect(running.address) as client:
+            client.sendall(b"?")
+            assert client.recv(1) == b""
+        next_event(events, "lost")
+    assert isinstance(handed[0], socket.socket)

@@ -200,7 +200,8 @@ class _Listener:
                 return
             conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             try:
-                if not _DONTWAIT:
+                if not _DONTWAIT or socket.getdefaulttimeout() is not None:
+                    # with a default timeout the socket would wait (poll) before each call
                     conn.setblocking(False)
                 if self._nodelay and not self._nodelay_inherited:
                     self._set_nodelay(conn)
@@ -454,8 +455,8 @@ class _Transport(asyncio.Transport):
         if name == "peername":
             return self._peername
         if name == "socket":
-            if not self._handed_out:  # for the caller, as asyncio's: never blocking
-                self._handed_out = True
+            if not self._handed_out and self._fd >= 0:  # for the caller, as asyncio's:
+                self._handed_out = True  # never blocking
                 self._sock.setblocking(False)
             return self._sock
         if name == "sockname":
