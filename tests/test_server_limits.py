@@ -486,6 +486,114 @@ def test_shutdown_with_drain_from_a_handler_does_not_wait_for_itself() -> None:
         server.server_close()
 
 
+def test_refusing_during_the_drain_never_waits_on_a_silent_client(
+    clients: list[socket.socket],
+) -> None:
+    class Server(netserve.ThreadPoolTCPServer):
+        def get_request(self) -> Any:
+            request, address = super().get_request()
+            request.settimeout(WAIT * 4)
+            request.recv(1)  # a handshake of sorts (TLS, PROXY): waits for the client
+            return request, address
+
+    HalfLine.began.clear()
+    server = Server(("127.0.0.1", 0), HalfLine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        clients.append(connect(server.server_address))
+        clients[0].sendall(b"+abcd")  # through the "handshake", then a request in flight
+        assert HalfLine.began.wait(WAIT)
+        stopper = threading.Thread(target=server.shutdown, kwargs={"drain_timeout": 0.5})
+        stopper.start()
+        thread.join(WAIT)
+        clients.append(connect(server.server_address))  # silent: never "shakes hands"
+        stopper.join(WAIT)
+        assert not stopper.is_alive()  # the drain ended at its timeout all the same
+        assert closed_by_server(clients[1])  # and the silent client was refused
+    finally:
+        server.server_close()
+
+
+def test_refusing_backs_off_after_an_accept_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[float] = []
+
+    def failing_refuse(self: Any) -> bool:
+        calls.append(time.monotonic())
+        return False  # as when accept() fails with EMFILE: the listener stays readable
+
+    monkeypatch.setattr(netserve.TCPServer, "_refuse_pending", failing_refuse)
+    server = netserve.ThreadPoolTCPServer(("127.0.0.1", 0), LineReverse)
+    try:
+        # the listener is readable throughout; the sleep stands for the drain
+        with connect(server.server_address), server._refusing_new_connections():
+            time.sleep(0.35)
+    finally:
+        server.server_close()
+    assert 2 <= len(calls) <= 6, len(calls)  # one try per ACCEPT_BACKOFF (0.1 s), no spin
+
+
+def test_a_drain_from_a_handler_waits_for_daemon_threads_in_flight() -> None:
+    release = threading.Event()
+    slow_started = threading.Event()
+
+    class Handler(netserve.StreamRequestHandler):
+        def handle(self) -> None:
+            line = self.rfile.readline()
+            if line == b"slow\n":
+                slow_started.set()
+                release.wait(WAIT)
+                self.wfile.write(b"slow done\n")
+            else:
+                self.server.shutdown(drain_timeout=WAIT)
+                self.wfile.write(b"bye\n")
+
+    server = netserve.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with connect(server.server_address) as slow, connect(server.server_address) as quit:
+            slow.sendall(b"slow\n")
+            assert slow_started.wait(WAIT)
+            quit.sendall(b"quit\n")
+            assert quit.recv(100) == b"bye\n"
+            thread.join(WAIT)
+            [drain] = [t for t in threading.enumerate() if t.name == "netserve drain"]
+            drain.join(0.3)
+            assert drain.is_alive()  # it waits for the daemon thread in flight
+            release.set()
+            assert slow.recv(100) == b"slow done\n"
+            drain.join(WAIT)
+            assert not drain.is_alive()
+    finally:
+        server.server_close()
+
+
+def test_a_timeout_of_a_request_that_is_not_a_plain_socket_counts_as_idle(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="netserve")
+    errors: list[Any] = []
+
+    class Wrapped(socket.socket):  # what a TLS get_request() returns, say
+        pass
+
+    class Server(netserve.ThreadPoolTCPServer):
+        def get_request(self) -> Any:
+            request, address = super().get_request()
+            return Wrapped(fileno=request.detach()), address
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            errors.append(sys.exc_info()[1])
+
+    server = Server(("127.0.0.1", 0), LineReverse, idle_timeout=0.3)
+    with run_server(server) as address, connect(address) as idle:
+        assert closed_by_server(idle)
+    assert errors == []
+    assert "idle for 0.3 s" in caplog.text
+
+
 def test_close_request_override_without_super_does_not_fill_the_limit() -> None:
     class Server(netserve.ThreadPoolTCPServer):
         max_workers = 2

@@ -6,6 +6,7 @@ import socket
 import threading
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +158,34 @@ class IdleTimeoutSocket(socket.socket):
         with memoryview(data) as view, view.cast("B") as rest:
             while rest:
                 rest = rest[self.send(rest, flags) :]
+
+    # the rarer calls, through one helper
+    def recvfrom(self, *args: Any) -> Any:
+        return self._idle_guard(super().recvfrom, *args)
+
+    def recvfrom_into(self, *args: Any) -> Any:
+        return self._idle_guard(super().recvfrom_into, *args)
+
+    def recvmsg(self, *args: Any) -> Any:
+        return self._idle_guard(super().recvmsg, *args)
+
+    def recvmsg_into(self, *args: Any) -> Any:
+        return self._idle_guard(super().recvmsg_into, *args)
+
+    def sendto(self, *args: Any) -> Any:
+        return self._idle_guard(super().sendto, *args)
+
+    def sendmsg(self, *args: Any) -> Any:
+        return self._idle_guard(super().sendmsg, *args)
+
+    def sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        return self._idle_guard(super().sendfile, *args, **kwargs)
+
+    def _idle_guard(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except TimeoutError:
+            raise self._idle() from None
 
     def settimeout(self, value: float | None) -> None:
         super().settimeout(value)

@@ -292,22 +292,26 @@ class BaseServer:
             yield
         finally:
             done_writer.send(b"x")
-            refuser.join()
-            done_reader.close()
+            refuser.join(FORCED_CLOSE_GRACE)
+            if refuser.is_alive():  # a shutdown_request() override that blocks, say
+                logger.warning("the thread refusing connections did not end; leaving it")
+            else:
+                done_reader.close()
             done_writer.close()
 
     def _refuse_until(self, listener: _Socket, done: _Socket) -> None:
         """Refuse what is in the backlog, then each connection as it comes, until *done* is
         readable; after an accept error (out of descriptors, say), wait ``ACCEPT_BACKOFF``
         before trying again."""
-        with selectors.DefaultSelector() as selector:
-            selector.register(done, selectors.EVENT_READ)
-            selector.register(listener, selectors.EVENT_READ)
+        with selectors.DefaultSelector() as both, selectors.DefaultSelector() as done_only:
+            both.register(done, selectors.EVENT_READ)
+            both.register(listener, selectors.EVENT_READ)
+            done_only.register(done, selectors.EVENT_READ)
             while True:
                 if self._refuse_pending():
-                    ready = selector.select()
-                else:
-                    ready = selector.select(ACCEPT_BACKOFF)
+                    ready = both.select()
+                else:  # the listener stays readable: wait for the end alone, a while
+                    ready = done_only.select(ACCEPT_BACKOFF)
                 if any(key.fileobj is done for key, _ in ready):
                     return
 
@@ -323,7 +327,9 @@ class BaseServer:
         try:
             for _ in range(MAX_REFUSED_ON_STOP):
                 try:
-                    request, client_address = self.get_request()
+                    # the plain accept, not get_request(): no TLS handshake or other wait
+                    # for a client that will only be turned away
+                    request, client_address = socket.socket.accept(listener)
                 except BlockingIOError:  # the backlog is empty
                     return True
                 except OSError as exc:
@@ -336,7 +342,8 @@ class BaseServer:
                 self._refuse(request, client_address, "stopping")
             return True
         finally:
-            listener.settimeout(timeout)
+            with contextlib.suppress(OSError):  # closed meanwhile by server_close()
+                listener.settimeout(timeout)
 
     def _finish_in_flight(self, timeout: float | None) -> None:
         """Let requests in flight finish within *timeout* seconds (None: no limit), then shut
@@ -492,7 +499,7 @@ class BaseServer:
                 sys.exc_info()[1],
             )
             return
-        if isinstance(sys.exc_info()[1], IdleTimeoutError):
+        if self._idle_client(request, sys.exc_info()[1]):
             logger.info(
                 "closed connection from %s: idle for %.1f s",
                 format_address(client_address),
@@ -500,6 +507,22 @@ class BaseServer:
             )
             return
         self.handle_error(request, client_address)
+
+    def _idle_client(self, request: Any, error: BaseException | None) -> bool:
+        """Whether *error* means the client was idle for ``idle_timeout``: an
+        ``IdleTimeoutError``, or, from a request that is not a plain socket (one made by a
+        ``get_request()`` override, such as a TLS socket, which cannot say), a
+        ``TimeoutError`` while its timeout is the idle timeout."""
+        if isinstance(error, IdleTimeoutError):
+            return True
+        return (
+            isinstance(error, TimeoutError)
+            and self.idle_timeout is not None
+            and not isinstance(request, IdleTimeoutSocket)
+            and type(request) is not socket.socket
+            and isinstance(request, socket.socket)
+            and request.gettimeout() == self.idle_timeout
+        )
 
     def handle_timeout(self) -> None:
         """Called when ``handle_request()`` times out; may be overridden."""

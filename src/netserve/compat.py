@@ -76,12 +76,9 @@ class ThreadingMixIn(_MixinBase):
             request, client_address, lambda: self.process_request_thread(request, client_address)
         )
 
-    def shutdown(self, *, drain_timeout: float | None = None) -> None:
-        if drain_timeout is None:
-            super().shutdown()
-            return
+    def _drain(self, drain_timeout: float) -> None:
         with self._thread_strategy.draining_daemon_threads():
-            super().shutdown(drain_timeout=drain_timeout)
+            super()._drain(drain_timeout)
 
     def server_close(self) -> None:
         """Close the server, then (with ``block_on_close``) wait for the threads serving."""
