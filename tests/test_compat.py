@@ -457,6 +457,29 @@ def test_forking_server_drain_shuts_what_children_still_serve(
     assert "closing connection from 127.0.0.1" in caplog.text
 
 
+class CloseEarly(netserve.BaseRequestHandler):
+    """Answers, closes the connection, then goes on working for a while."""
+
+    def handle(self) -> None:
+        self.request.sendall(b"done\n")
+        self.request.close()
+        time.sleep(1.5)
+
+
+@needs_fork
+def test_a_child_that_closes_its_connection_early_ends_it_at_once(make_server: Any) -> None:
+    server = make_server(netserve.ForkingTCPServer, CloseEarly)
+    start_serving(server, poll_interval=0.05)
+    with socket.create_connection(server.server_address, timeout=WAIT) as first:
+        began = time.monotonic()
+        assert recv_until_eof(first) == b"done\n"
+        assert time.monotonic() - began < 1.0  # not when the child exits
+        with socket.create_connection(server.server_address, timeout=WAIT) as second:
+            assert recv_until_eof(second) == b"done\n"  # no sibling holds it either
+            assert time.monotonic() - began < 1.4
+    server.shutdown()
+
+
 @needs_fork
 def test_child_exit_status_reflects_handler_outcome(make_server: Any) -> None:
     class Handler(netserve.StreamRequestHandler):

@@ -80,6 +80,17 @@ class ConnectionRegistry:
             return "max_connections_per_ip"
         return None
 
+    def transfer(self, conn: Any, successor: Any) -> None:
+        """Let *successor* (any object with ``fileno()``, -1 once closed, and weakly
+        referable) stand for the admitted *conn* from now on; nothing if *conn* was not."""
+        with self._lock:
+            entry = self._open.get(id(conn))
+            if entry is None or entry.conn() is not conn:
+                return
+            del self._open[id(conn)]
+            entry.conn = weakref.ref(successor)
+            self._open[id(successor)] = entry
+
     def release(self, conn: Any) -> None:
         """Forget *conn*; a connection never admitted (or released already) is ignored."""
         with self._lock:

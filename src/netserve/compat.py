@@ -9,6 +9,10 @@ and their bounded counterpart, ``ThreadPoolMixIn`` with the ``ThreadPool*`` serv
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
@@ -92,11 +96,12 @@ class ForkingMixIn(_MixinBase):
     forking more); ``active_children`` holds their PIDs. Only this server's own children are
     ever reaped. ``block_on_close`` makes ``server_close()`` wait for all of them.
 
-    Unlike the stdlib's, the parent keeps its copy of each connection until the child that
-    serves it has exited (then ``close_request()``): so connections served by children count
-    toward ``max_connections`` and ``max_connections_per_ip``, and a graceful stop can shut
-    those still open at the drain timeout. The child's ``shutdown_request()`` ends the
-    connection for the client all the same.
+    As in the stdlib, the parent closes its copy of each connection at once. Beyond it, a
+    connection served by a child counts toward ``max_connections`` and
+    ``max_connections_per_ip`` until the child exits, and a graceful stop that reaches its
+    drain timeout ends the connections children still serve: SIGTERM to the child, which
+    then shuts its connection down, so that its handler sees the end (the child's own
+    ``SIGTERM`` handler does just that).
     """
 
     timeout: float | None = 300
@@ -106,8 +111,20 @@ class ForkingMixIn(_MixinBase):
     def _make_concurrency(self) -> ConcurrencyStrategy:
         return ForkPerRequest(
             max_children=lambda: self.max_children,
-            on_exit=lambda request: self.close_request(request),
+            on_fork=self._forked,
+            on_exit=self._child_exited,
         )
+
+    def _forked(self, request: object, pid: int) -> _ChildConnection:
+        """In the parent: the connection counts on as the child's, until it exits."""
+        child = _ChildConnection(pid)
+        self._connections.transfer(request, child)
+        return child
+
+    def _child_exited(self, child: object) -> None:
+        assert isinstance(child, _ChildConnection)
+        child.exited = True
+        self._connections.release(child)
 
     @property
     def _fork_strategy(self) -> ForkPerRequest:
@@ -138,17 +155,25 @@ class ForkingMixIn(_MixinBase):
         self.collect_children()
 
     def process_request(self, request: Any, client_address: ClientAddress) -> None:
-        """Fork; the child serves the request and exits; the parent closes its copy once the
-        child is reaped."""
+        """Fork; the child serves the request and exits, the parent closes its copy."""
         self._submit(
             request, client_address, lambda: self._process_request_in_child(request, client_address)
         )
+        self.close_request(request)
 
     def _admit(self, conn: Any, client_address: ClientAddress) -> bool:
         self.collect_children()  # children that exited free their connections' places first
         return super()._admit(conn, client_address)
 
     def _process_request_in_child(self, request: Any, client_address: ClientAddress) -> None:
+        with contextlib.suppress(ValueError):  # not the main thread: only a platform's oddity
+
+            def shut(signum: int, frame: object) -> None:
+                self._shut_by_server.add(request)
+                with contextlib.suppress(OSError):
+                    request.shutdown(socket.SHUT_RDWR)
+
+            signal.signal(signal.SIGTERM, shut)
         try:
             self.finish_request(request, client_address)
         except Exception:
@@ -161,6 +186,27 @@ class ForkingMixIn(_MixinBase):
         """Close the server, then reap the children (waiting for all with block_on_close)."""
         super().server_close()
         self.collect_children(blocking=self.block_on_close)
+
+
+class _ChildConnection:
+    """A connection a forked child serves, as the parent's registry holds it: it counts
+    toward the limits until the child exits, and ``shutdown()`` (from a drain that timed
+    out) asks the child, with SIGTERM, to shut it down."""
+
+    __slots__ = ("__weakref__", "exited", "pid")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.exited = False
+
+    def fileno(self) -> int:
+        """-1 once the child has exited: the registry's test for a closed connection."""
+        return -1 if self.exited else 0
+
+    def shutdown(self, how: int) -> None:
+        if not self.exited:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
 
 
 class ThreadPoolMixIn(_MixinBase):

@@ -22,19 +22,23 @@ class ForkPerRequest:
     The child's exit status is 0 when ``serve()`` returned and 1 when it raised; nothing it
     raises reaches the parent. The parent keeps the PIDs of its live children and reaps only
     those (``waitpid`` on each PID, never ``waitpid(-1)``), so children forked by other code
-    in the same process are left alone. With *on_exit*, the parent keeps each child's
-    request until the child is reaped, then calls ``on_exit(request)`` (an exception from it
-    is logged).
+    in the same process are left alone.
+
+    In the parent, right after each fork, ``on_fork(request, pid)`` returns a token for the
+    child (None: nothing to keep), which this strategy holds until the child is reaped and
+    then hands to ``on_exit(token)``; an exception from either callback is logged.
     """
 
     def __init__(
         self,
         max_children: Callable[[], int] = lambda: 40,
+        on_fork: Callable[[object, int], object] | None = None,
         on_exit: Callable[[object], object] | None = None,
     ) -> None:
         self._max_children = max_children
+        self._on_fork = on_fork
         self._on_exit = on_exit
-        self._requests: dict[int, object] = {}  # pid -> its request, with on_exit
+        self._tokens: dict[int, object] = {}  # pid -> what on_fork returned
         self.children: set[int] = set()
         self.has_forked = False
 
@@ -49,14 +53,20 @@ class ForkPerRequest:
                 os._exit(status)
         self.has_forked = True
         self.children.add(pid)
-        if self._on_exit is not None:
-            self._requests[pid] = request
+        if self._on_fork is not None:
+            try:
+                token = self._on_fork(request, pid)
+            except Exception:
+                logger.exception("on_fork failed for child pid %d", pid)
+            else:
+                if token is not None:
+                    self._tokens[pid] = token
         return True
 
     def forget_gone(self) -> None:
-        """Let go of the requests of children no longer in ``children`` (taken out by
-        other code, as the stdlib's ``active_children`` allows)."""
-        for pid in [pid for pid in self._requests if pid not in self.children]:
+        """Let go of the tokens of children no longer in ``children`` (taken out by other
+        code, as the stdlib's ``active_children`` allows)."""
+        for pid in [pid for pid in self._tokens if pid not in self.children]:
             self._gone(pid)
 
     def collect(self, *, blocking: bool = False) -> None:
@@ -101,12 +111,12 @@ class ForkPerRequest:
 
     def _gone(self, pid: int) -> None:
         self.children.discard(pid)
-        request = self._requests.pop(pid, None)
-        if request is not None and self._on_exit is not None:
+        token = self._tokens.pop(pid, None)
+        if token is not None and self._on_exit is not None:
             try:
-                self._on_exit(request)
+                self._on_exit(token)
             except Exception:
-                logger.exception("closing the request of child pid %d failed", pid)
+                logger.exception("on_exit failed for child pid %d", pid)
 
     def _wait_for_any(self, timeout: float | None) -> None:
         """Block until one of our children exits (or *timeout*), and reap what has exited."""
