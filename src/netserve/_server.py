@@ -168,6 +168,8 @@ class BaseServer:
         #: Connections shut by a drain timeout: errors their handlers then hit are expected.
         self._shut_by_server: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._serving_here = threading.local()  # .request: this thread serves one now
+        self._limit_room = True  # what _tell_share_of_limit last published
+        self._limit_room_lock = threading.Lock()
         if self._concurrency is not None:
             self._concurrency.on_capacity(self._loop_control.wake)
 
@@ -234,13 +236,18 @@ class BaseServer:
 
     def _tell_share_of_limit(self) -> None:
         """In a pre-forked worker: whether ``max_connections`` leaves room for one more, so
-        that the load board sends the next connection to a worker that can serve it."""
-        max_total = self._connections.max_total
-        if max_total is None or not isinstance(self._concurrency, ThreadPool):
+        that the load board sends the next connection to a worker that can serve it. The
+        count is read and published under one lock: the last to publish saw the latest."""
+        strategy = self._concurrency
+        if not isinstance(strategy, ThreadPool) or strategy.share is None:
             return
-        share = self._concurrency.share
-        if share is not None:
-            share.set_room(id(self._connections), len(self._connections) < max_total)
+        registry = self._connections
+        with self._limit_room_lock:
+            max_total = registry.max_total
+            room = max_total is None or len(registry) < max_total
+            if room != self._limit_room:
+                self._limit_room = room
+                strategy.share.set_room(id(registry), room)
 
     def _has_capacity(self) -> bool:
         return self._concurrency is None or self._concurrency.has_capacity()
@@ -464,8 +471,7 @@ class BaseServer:
             if reason is not None:
                 self._refuse(conn, client_address, reason)
                 return False
-            if registry.max_total is not None:
-                self._tell_share_of_limit()
+            self._tell_share_of_limit()
         if self.idle_timeout is not None:
             conn.settimeout(self.idle_timeout)
             if type(conn) is socket.socket:
@@ -707,8 +713,7 @@ class TCPServer(BaseServer):
         registry = self._connections
         registry.release(request)
         request.close()
-        if registry.max_total is not None:
-            self._tell_share_of_limit()
+        self._tell_share_of_limit()
 
 
 class UDPServer(TCPServer):
