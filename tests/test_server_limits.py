@@ -220,6 +220,29 @@ def test_limits_set_on_a_running_server_take_effect(clients: list[socket.socket]
         clients.pop().close()  # so that the drain at the end has nothing to wait for
 
 
+def test_a_worker_at_max_connections_tells_its_share_until_the_limit_is_lifted(
+    clients: list[socket.socket],
+) -> None:
+    from tests.strategies.test_pool import FakeShare
+
+    share = FakeShare()
+    pool = netserve.ThreadPool(max_workers=4, max_queued=0, share=share)
+    server = netserve.TCPServer(
+        ("127.0.0.1", 0), LineReverse, concurrency=pool, max_connections=1, drain_timeout=1.0
+    )
+    with run_server(server) as address:
+        clients.append(connect(address))
+        assert ask(clients[0], b"a") == b"a\n"
+        assert share.rooms == [False]  # at the limit: the next is another worker's
+        server.max_connections = None
+        clients.append(connect(address))  # the next admission reads the lifted limit
+        assert ask(clients[1], b"b") == b"b\n"
+        assert share.rooms == [False, True]
+        for sock in clients:
+            sock.close()
+        clients.clear()
+
+
 def test_limits_and_verify_request_must_both_accept(clients: list[socket.socket]) -> None:
     asked: list[Any] = []
 
