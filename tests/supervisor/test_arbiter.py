@@ -229,3 +229,42 @@ def test_no_connection_refused_while_workers_restart(start_supervisor: Start) ->
     replacement = int(greeting.split()[1])
     assert replacement != only
     assert replacement in supervised.serving_workers()
+
+
+def test_on_stop_runs_once_every_worker_accepts_no_more_or_after_a_while() -> None:
+    from netserve.supervisor._arbiter import ON_STOP_WAIT, Arbiter, Settings, _Child
+
+    calls: list[bool] = []
+    arbiter = Arbiter(
+        Settings(
+            target=lambda sockets, worker: None,
+            sockets=(),
+            workers=2,
+            worker_timeout=30.0,
+            max_requests=0,
+            max_requests_jitter=0,
+            graceful_timeout=30.0,
+            on_stop=calls.append,
+        )
+    )
+    now = time.monotonic()
+    one, two = (_Child(pid, pid, None, None, now, now) for pid in (1, 2))
+    arbiter._children = {1: one, 2: two}
+    arbiter._stopping = "graceful"
+    arbiter._on_stop_due = now + ON_STOP_WAIT
+    arbiter._run_on_stop(now)
+    assert calls == []  # the workers may still be accepting
+    one.said_stopping = True
+    arbiter._run_on_stop(now)
+    assert calls == []
+    two.said_stopping = True
+    arbiter._run_on_stop(now)
+    assert calls == [True]
+    arbiter._run_on_stop(now)
+    assert calls == [True]  # once
+    # a worker that never says so does not hold the stop for longer than ON_STOP_WAIT
+    two.said_stopping = False
+    arbiter._on_stop_due = now + ON_STOP_WAIT
+    arbiter._run_on_stop(now + ON_STOP_WAIT)
+    assert calls == [True, True]
+    arbiter._selector.close()

@@ -52,6 +52,9 @@ BACKOFF_CAP = 4.0
 #: Early exits further apart than this are not "in a row" and the count starts over. Longer
 #: than ``BACKOFF_CAP`` plus a boot, so a capped crash loop keeps its count.
 BACKOFF_RESET_AFTER = 30.0
+#: How long a stop waits for every worker to say it no longer accepts (STOPPING) before
+#: ``on_stop`` runs all the same: a worker busy in a handler answers within milliseconds.
+ON_STOP_WAIT = 1.0
 #: The fewest workers TTOU leaves running: with none, nobody would accept connections.
 MIN_WORKERS = 1
 #: Bytes read from a worker's pipe at once: heartbeats are a byte each, a boot error < 4 KiB.
@@ -88,6 +91,7 @@ class _Child:
     ready: bool = False
     old: bool = False  # of the generation a reload replaces
     stop_deadline: float | None = None  # set once it was asked (or said it would) stop
+    said_stopping: bool = False  # it said it accepts no more
     killed: bool = False  # SIGKILL sent
     boot_error: str | None = None
 
@@ -113,6 +117,7 @@ class Arbiter:
         self._exit_code = 0
         self._boot_failed = False
         self._reload_deadline: float | None = None
+        self._on_stop_due: float | None = None  # on_stop not run yet; run by then at the latest
         self._early_exits = 0
         self._last_early_exit = -BACKOFF_RESET_AFTER
         self._next_spawn_at = 0.0
@@ -128,6 +133,7 @@ class Arbiter:
             while True:
                 self._handle_signals()
                 self._reap()
+                self._run_on_stop(time.monotonic())
                 if self._stopping is not None and not self._children:
                     break
                 now = time.monotonic()
@@ -181,12 +187,24 @@ class Arbiter:
         for child in self._children.values():
             if not child.killed:
                 self._ask_to_stop(child, signum, wait)
+        if self._settings.on_stop is not None and self._on_stop_due is None:
+            self._on_stop_due = time.monotonic() + ON_STOP_WAIT
+
+    def _run_on_stop(self, now: float) -> None:
+        """Once every worker has said it accepts no more (or ``ON_STOP_WAIT`` has passed),
+        run the ``on_stop`` callback: nobody takes connections from the sockets any more."""
+        due = self._on_stop_due
+        if due is None:
+            return
+        if now < due and not all(c.said_stopping for c in self._children.values()):
+            return
+        self._on_stop_due = None
         on_stop = self._settings.on_stop
-        if on_stop is not None:
-            try:
-                on_stop(graceful)
-            except Exception:
-                logger.exception("the supervisor's on_stop callback failed")
+        assert on_stop is not None
+        try:
+            on_stop(self._stopping == "graceful")
+        except Exception:
+            logger.exception("the supervisor's on_stop callback failed")
 
     def _reload(self) -> None:
         """Start a new generation; the old one is stopped once the new one is ready."""
@@ -501,6 +519,7 @@ class Arbiter:
                 child.ready = True
                 logger.debug("worker pid %d is ready", child.pid)
         elif message.kind == STOPPING:
+            child.said_stopping = True
             if child.stop_deadline is None:  # recycling itself: a replacement starts now
                 child.stop_deadline = now + self._settings.graceful_timeout
         elif message.kind == BOOT_ERROR:
@@ -525,6 +544,8 @@ class Arbiter:
                     wake = min(wake, child.last_heartbeat + self._settings.worker_timeout)
         if self._reload_deadline is not None:
             wake = min(wake, self._reload_deadline)
+        if self._on_stop_due is not None:
+            wake = min(wake, self._on_stop_due)
         if self._stopping is None and self._next_spawn_at > now:
             wake = min(wake, self._next_spawn_at)
         return max(0.0, wake - now)

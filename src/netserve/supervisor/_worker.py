@@ -111,6 +111,7 @@ class Worker:
         self._graceful = True
         self._stop_reason: str | int = ""  # a signal number when a handler set it
         self._stop_requested_at = 0.0
+        self._said_stopping = False  # STOPPING sent to the supervisor
         # Shared by the target's threads and the stop thread.
         self._lock = threading.Lock()
         self._requests = 0
@@ -172,6 +173,7 @@ class Worker:
                 self.pid,
                 self.max_requests,
             )
+            self._said_stopping = True
             self._send(STOPPING)
             self._request_stop(graceful=True, reason="max_requests reached")
 
@@ -279,6 +281,9 @@ class Worker:
             if not self._stop_requested and self._parent_gone():
                 self._lose_parent(f"parent pid {self.parent_pid} is gone")
             if self._stop_requested:
+                if not self._said_stopping:  # it accepts no more (see _request_stop)
+                    self._said_stopping = True
+                    self._send(STOPPING)
                 self._run_callbacks()
                 self._exit_if_abandoned()
 
