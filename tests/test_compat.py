@@ -480,6 +480,31 @@ def test_a_child_that_closes_its_connection_early_ends_it_at_once(make_server: A
     server.shutdown()
 
 
+class ForksAndTerminates(netserve.BaseRequestHandler):
+    """Forks a process of its own, ends it with SIGTERM, and says how it ended."""
+
+    def handle(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                time.sleep(WAIT)
+            finally:
+                os._exit(0)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        self.request.sendall(b"%d\n" % os.WTERMSIG(status) if os.WIFSIGNALED(status) else b"0\n")
+
+
+@needs_fork
+def test_a_process_forked_by_a_handler_still_dies_of_sigterm(make_server: Any) -> None:
+    # the child's SIGTERM handler (which shuts its connection for a drain) is inherited
+    server = make_server(netserve.ForkingTCPServer, ForksAndTerminates)
+    start_serving(server, poll_interval=0.05)
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        assert recv_until_eof(client) == b"%d\n" % signal.SIGTERM
+    server.shutdown()
+
+
 @needs_fork
 def test_child_exit_status_reflects_handler_outcome(make_server: Any) -> None:
     class Handler(netserve.StreamRequestHandler):

@@ -166,13 +166,18 @@ class ForkingMixIn(_MixinBase):
         return super()._admit(conn, client_address)
 
     def _process_request_in_child(self, request: Any, client_address: ClientAddress) -> None:
+        child = os.getpid()
+
+        def shut(signum: int, frame: object) -> None:
+            if os.getpid() != child:  # a process the handler forked inherited this: be the
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # default for it, and end
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            self._shut_by_server.add(request)
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
+
         with contextlib.suppress(ValueError):  # not the main thread: only a platform's oddity
-
-            def shut(signum: int, frame: object) -> None:
-                self._shut_by_server.add(request)
-                with contextlib.suppress(OSError):
-                    request.shutdown(socket.SHUT_RDWR)
-
             signal.signal(signal.SIGTERM, shut)
         try:
             self.finish_request(request, client_address)

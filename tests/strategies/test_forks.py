@@ -94,3 +94,21 @@ def test_drain_times_out_while_a_child_runs() -> None:
     os.close(write_fd)
     os.close(read_fd)
     assert strategy.drain(deadline=time.monotonic() + 5)
+
+
+def test_a_child_is_reapable_only_once_its_token_is_kept() -> None:
+    # another thread's collect() may reap a child from the moment it is in ``children``:
+    # its token must be kept by then, or on_exit would never get it (a count leaked)
+    seen: list[tuple[int, bool]] = []
+    exited: list[object] = []
+
+    def on_fork(request: object, pid: int) -> str:
+        seen.append((pid, pid in strategy.children))
+        return f"token {pid}"
+
+    strategy = ForkPerRequest(on_fork=on_fork, on_exit=exited.append)
+    strategy.submit("request", lambda: None)
+    [(pid, reapable)] = seen
+    assert not reapable
+    strategy.collect(blocking=True)
+    assert exited == [f"token {pid}"]

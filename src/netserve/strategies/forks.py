@@ -52,7 +52,6 @@ class ForkPerRequest:
             finally:
                 os._exit(status)
         self.has_forked = True
-        self.children.add(pid)
         if self._on_fork is not None:
             try:
                 token = self._on_fork(request, pid)
@@ -61,6 +60,8 @@ class ForkPerRequest:
             else:
                 if token is not None:
                     self._tokens[pid] = token
+        # only now: another thread's collect() may reap it from this moment on
+        self.children.add(pid)
         return True
 
     def forget_gone(self) -> None:
