@@ -484,12 +484,17 @@ class ForksAndTerminates(netserve.BaseRequestHandler):
     """Forks a process of its own, ends it with SIGTERM, and says how it ended."""
 
     def handle(self) -> None:
+        ready_reader, ready_writer = os.pipe()
         pid = os.fork()
         if pid == 0:
             try:
+                os.write(ready_writer, b".")  # past fork: a signal now is not lost in it
                 time.sleep(WAIT)
             finally:
                 os._exit(0)
+        os.close(ready_writer)
+        os.read(ready_reader, 1)
+        os.close(ready_reader)
         os.kill(pid, signal.SIGTERM)
         _, status = os.waitpid(pid, 0)
         self.request.sendall(b"%d\n" % os.WTERMSIG(status) if os.WIFSIGNALED(status) else b"0\n")

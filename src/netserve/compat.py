@@ -179,6 +179,8 @@ class ForkingMixIn(_MixinBase):
 
         with contextlib.suppress(ValueError):  # not the main thread: only a platform's oddity
             signal.signal(signal.SIGTERM, shut)
+            # the forking thread may have had it blocked (signals kept for the main thread)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         try:
             self.finish_request(request, client_address)
         except Exception:
