@@ -511,6 +511,31 @@ def test_a_process_forked_by_a_handler_still_dies_of_sigterm(make_server: Any) -
 
 
 @needs_fork
+def test_children_reaped_by_a_collect_children_override_free_their_places(
+    make_server: Any,
+) -> None:
+    class Server(netserve.ForkingTCPServer):
+        def collect_children(self, *, blocking: bool = False) -> None:
+            for pid in list(self.active_children or ()):  # reaping its own, stdlib-style
+                try:
+                    done, _ = os.waitpid(pid, 0 if blocking else os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    self.active_children.discard(pid)
+
+    server = make_server(Server, PidHandler, max_connections=2)
+    start_serving(server, poll_interval=0.05)
+    for _ in range(4):
+        with socket.create_connection(server.server_address, timeout=WAIT) as client:
+            client.sendall(b"x\n")
+            assert recv_until_eof(client) != b""
+        assert wait_for(lambda: not server.active_children)
+    assert server.refused["max_connections"] == 0
+    server.shutdown()
+
+
+@needs_fork
 def test_child_exit_status_reflects_handler_outcome(make_server: Any) -> None:
     class Handler(netserve.StreamRequestHandler):
         def handle(self) -> None:

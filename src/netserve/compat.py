@@ -117,7 +117,7 @@ class ForkingMixIn(_MixinBase):
 
     def _forked(self, request: object, pid: int) -> _ChildConnection:
         """In the parent: the connection counts on as the child's, until it exits."""
-        child = _ChildConnection(pid)
+        child = _ChildConnection(pid, self._fork_strategy)
         self._connections.transfer(request, child)
         return child
 
@@ -198,20 +198,25 @@ class ForkingMixIn(_MixinBase):
 class _ChildConnection:
     """A connection a forked child serves, as the parent's registry holds it: it counts
     toward the limits until the child exits, and ``shutdown()`` (from a drain that timed
-    out) asks the child, with SIGTERM, to shut it down."""
+    out) asks the child, with SIGTERM, to shut it down.
 
-    __slots__ = ("__weakref__", "exited", "pid")
+    The child counts as gone once reaped, or once it is no longer among the strategy's
+    children: code that reaps on its own (a ``collect_children()`` override, as the stdlib
+    allows) takes it out of ``active_children``, and its PID may then be reused."""
 
-    def __init__(self, pid: int) -> None:
+    __slots__ = ("__weakref__", "_strategy", "exited", "pid")
+
+    def __init__(self, pid: int, strategy: ForkPerRequest) -> None:
         self.pid = pid
         self.exited = False
+        self._strategy = strategy
 
     def fileno(self) -> int:
-        """-1 once the child has exited: the registry's test for a closed connection."""
-        return -1 if self.exited else 0
+        """-1 once the child is gone: the registry's test for a closed connection."""
+        return -1 if self.exited or self.pid not in self._strategy.children else 0
 
     def shutdown(self, how: int) -> None:
-        if not self.exited:
+        if self.fileno() != -1:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
 
