@@ -536,6 +536,33 @@ def test_children_reaped_by_a_collect_children_override_free_their_places(
 
 
 @needs_fork
+@pytest.mark.parametrize("kind", ["ForkingTCPServer", "ForkingUDPServer"])
+def test_a_child_still_dies_of_sigterm_as_in_the_stdlib(
+    make_server: Any, kind: str, tmp_path: Any
+) -> None:
+    started = tmp_path / "started"
+
+    class Slow(netserve.BaseRequestHandler):
+        def handle(self) -> None:
+            with open(started, "w"):
+                pass
+            time.sleep(WAIT)  # a backend, say
+
+    server = make_server(getattr(netserve, kind), Slow)
+    start_serving(server, poll_interval=0.05)
+    sock_type = socket.SOCK_STREAM if kind == "ForkingTCPServer" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, sock_type) as client:
+        client.connect(server.server_address)
+        client.send(b"x")
+        assert wait_for(lambda: server.active_children and started.exists())
+        [pid] = server.active_children
+        os.kill(pid, signal.SIGTERM)  # as systemd or a process group signal would
+        result = wait_exited(pid)
+    assert (result.si_code, result.si_status) == (os.CLD_KILLED, signal.SIGTERM)
+    server.shutdown()
+
+
+@needs_fork
 def test_child_exit_status_reflects_handler_outcome(make_server: Any) -> None:
     class Handler(netserve.StreamRequestHandler):
         def handle(self) -> None:

@@ -593,30 +593,6 @@ def test_a_drain_from_a_handler_waits_for_daemon_threads_in_flight() -> None:
         server.server_close()
 
 
-def test_a_timeout_of_a_request_that_is_not_a_plain_socket_counts_as_idle(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="netserve")
-    errors: list[Any] = []
-
-    class Wrapped(socket.socket):  # what a TLS get_request() returns, say
-        pass
-
-    class Server(netserve.ThreadPoolTCPServer):
-        def get_request(self) -> Any:
-            request, address = super().get_request()
-            return Wrapped(fileno=request.detach()), address
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            errors.append(sys.exc_info()[1])
-
-    server = Server(("127.0.0.1", 0), LineReverse, idle_timeout=0.3)
-    with run_server(server) as address, connect(address) as idle:
-        assert closed_by_server(idle)
-    assert errors == []
-    assert "idle for 0.3 s" in caplog.text
-
-
 def test_close_request_override_without_super_does_not_fill_the_limit() -> None:
     class Server(netserve.ThreadPoolTCPServer):
         max_workers = 2

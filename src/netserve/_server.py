@@ -119,7 +119,10 @@ class BaseServer:
       ``refused`` and logged at most once a second per reason. ``verify_request()`` is asked
       only about connections within the limits.
     - *idle_timeout*: seconds a connection may go without the client sending (or reading)
-      anything before it is closed, with a log line rather than a traceback.
+      anything before it is closed, with a log line rather than a traceback (for a request
+      that is a plain socket, which raises ``IdleTimeoutError`` then; a request of another
+      kind, a TLS socket from a ``get_request()`` override, raises a plain ``TimeoutError``,
+      which goes to ``handle_error()``: it cannot be told from another timeout).
     - *drain_timeout*: how long ``server_close()`` lets requests in flight finish before it
       closes their connections (None: wait as long as they take).
     """
@@ -505,7 +508,7 @@ class BaseServer:
                 sys.exc_info()[1],
             )
             return
-        if self._idle_client(request, sys.exc_info()[1]):
+        if isinstance(sys.exc_info()[1], IdleTimeoutError):
             logger.info(
                 "closed connection from %s: idle for %.1f s",
                 format_address(client_address),
@@ -513,22 +516,6 @@ class BaseServer:
             )
             return
         self.handle_error(request, client_address)
-
-    def _idle_client(self, request: Any, error: BaseException | None) -> bool:
-        """Whether *error* means the client was idle for ``idle_timeout``: an
-        ``IdleTimeoutError``, or, from a request that is not a plain socket (one made by a
-        ``get_request()`` override, such as a TLS socket, which cannot say), a
-        ``TimeoutError`` while its timeout is the idle timeout."""
-        if isinstance(error, IdleTimeoutError):
-            return True
-        return (
-            isinstance(error, TimeoutError)
-            and self.idle_timeout is not None
-            and not isinstance(request, IdleTimeoutSocket)
-            and type(request) is not socket.socket
-            and isinstance(request, socket.socket)
-            and request.gettimeout() == self.idle_timeout
-        )
 
     def handle_timeout(self) -> None:
         """Called when ``handle_request()`` times out; may be overridden."""

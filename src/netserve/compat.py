@@ -99,9 +99,9 @@ class ForkingMixIn(_MixinBase):
     As in the stdlib, the parent closes its copy of each connection at once. Beyond it, a
     connection served by a child counts toward ``max_connections`` and
     ``max_connections_per_ip`` until the child exits, and a graceful stop that reaches its
-    drain timeout ends the connections children still serve: SIGTERM to the child, which
-    then shuts its connection down, so that its handler sees the end (the child's own
-    ``SIGTERM`` handler does just that).
+    drain timeout ends the connections children still serve: SIGTERM to the child, whose
+    own handler shuts its connection down (a clean end for the client) before the child
+    dies of the signal, as a stdlib child would.
     """
 
     timeout: float | None = 300
@@ -169,13 +169,12 @@ class ForkingMixIn(_MixinBase):
         child = os.getpid()
 
         def shut(signum: int, frame: object) -> None:
-            if os.getpid() != child:  # a process the handler forked inherited this: be the
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # default for it, and end
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            self._shut_by_server.add(request)
-            with contextlib.suppress(OSError):
-                request.shutdown(socket.SHUT_RDWR)
+            """End the connection cleanly for the client, then die of SIGTERM as usual."""
+            if os.getpid() == child and isinstance(request, socket.socket):
+                with contextlib.suppress(OSError):
+                    request.shutdown(socket.SHUT_RDWR)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # also in a process it forked
+            os.kill(os.getpid(), signal.SIGTERM)
 
         with contextlib.suppress(ValueError):  # not the main thread: only a platform's oddity
             signal.signal(signal.SIGTERM, shut)
