@@ -221,8 +221,8 @@ class _Driver(Coroutine[Any, None, None]):
                 break
             try:
                 coro = method()
-            except Exception as exc:  # before it could return a coroutine: the stage raised
-                error = exc
+            except BaseException as exc:  # before it could return a coroutine: the stage
+                error = exc  # raised (a BaseException is raised once finish() has run)
                 continue
             send = getattr(coro, "send", None)
             if send is None:
