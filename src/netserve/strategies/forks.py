@@ -43,6 +43,8 @@ class ForkPerRequest:
         self.has_forked = False
 
     def submit(self, request: object, serve: Callable[[], object]) -> bool:
+        if self._tokens:
+            self.forget_gone()  # reaped by code of its own: not left to pile up
         pid = os.fork()
         if pid == 0:
             status = 1
