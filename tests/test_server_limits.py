@@ -3,19 +3,23 @@ graceful drain, over real loopback sockets."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import resource
 import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import netserve
+import netserve._server as netserve_server
 from netserve.testing import run_server
+from tests.netio import needs_proc_fd, open_fd_count
 
 WAIT = 10.0
 
@@ -554,6 +558,43 @@ def test_refusing_backs_off_after_an_accept_error(monkeypatch: pytest.MonkeyPatc
     finally:
         server.server_close()
     assert 2 <= len(calls) <= 6, len(calls)  # one try per ACCEPT_BACKOFF (0.1 s), no spin
+
+
+@needs_proc_fd
+def test_a_refuser_that_outlives_the_drain_closes_its_descriptors_as_it_ends(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+    refusing = threading.Event()
+
+    class Server(netserve.ThreadPoolTCPServer):
+        def shutdown_request(self, request: Any) -> None:
+            refusing.set()
+            release.wait(WAIT)  # an override that blocks: the refuser outlives the drain
+            super().shutdown_request(request)
+
+    monkeypatch.setattr(netserve_server, "FORCED_CLOSE_GRACE", 0.05)
+    server = Server(("127.0.0.1", 0), LineReverse)
+    try:
+        before = open_fd_count()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            with connect(server.server_address) as client:
+                with server._refusing_new_connections():
+                    assert refusing.wait(WAIT)
+                assert "did not end; leaving it" in caplog.text
+                release.set()
+                [refuser] = [t for t in threading.enumerate() if t.name == "refuse while stopping"]
+                refuser.join(WAIT)
+                assert closed_by_server(client)
+            del refuser
+            gc.collect()
+        assert open_fd_count() == before
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # closed,
+        # not left to the garbage collector
+    finally:
+        release.set()
+        server.server_close()
 
 
 def test_a_drain_from_a_handler_waits_for_daemon_threads_in_flight() -> None:

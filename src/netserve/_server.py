@@ -302,18 +302,16 @@ class BaseServer:
             yield
         finally:
             done_writer.send(b"x")
+            done_writer.close()  # the refuser closes done_reader as it ends, however late
             refuser.join(FORCED_CLOSE_GRACE)
             if refuser.is_alive():  # a shutdown_request() override that blocks, say
                 logger.warning("the thread refusing connections did not end; leaving it")
-            else:
-                done_reader.close()
-            done_writer.close()
 
     def _refuse_until(self, listener: _Socket, done: _Socket) -> None:
         """Refuse what is in the backlog, then each connection as it comes, until *done* is
         readable; after an accept error (out of descriptors, say), wait ``ACCEPT_BACKOFF``
-        before trying again."""
-        with selectors.DefaultSelector() as both, selectors.DefaultSelector() as done_only:
+        before trying again. Closes *done* as it returns."""
+        with done, selectors.DefaultSelector() as both, selectors.DefaultSelector() as done_only:
             both.register(done, selectors.EVENT_READ)
             both.register(listener, selectors.EVENT_READ)
             done_only.register(done, selectors.EVENT_READ)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -112,3 +113,52 @@ def test_a_child_is_reapable_only_once_its_token_is_kept() -> None:
     assert not reapable
     strategy.collect(blocking=True)
     assert exited == [f"token {pid}"]
+
+
+def test_a_child_dies_of_sigterm_at_once_not_of_the_parents_handler() -> None:
+    # the parent's Python handler, inherited, would run in the child and act on the
+    # parent's state; a child must die of SIGTERM from its first instruction on
+    read_fd, write_fd = os.pipe()
+
+    def parents_handler(signum: int, frame: object) -> None:
+        os.write(write_fd, b"parent's handler ran")
+
+    previous = signal.signal(signal.SIGTERM, parents_handler)
+    try:
+        strategy = ForkPerRequest()
+        strategy.submit(None, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        [pid] = strategy.children
+        _, status = os.waitpid(pid, 0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as reader:
+        assert reader.read() == b""
+    assert os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGTERM
+
+
+def test_a_child_leaves_its_siblings_alone() -> None:
+    # a drain or collect() run in a child (a handler calling server_close(), say) must
+    # not wait for, reap or signal the parent's other children
+    read_fd, write_fd = os.pipe()
+    strategy = ForkPerRequest()
+    try:
+        strategy.submit(None, lambda: _wait_for_byte(read_fd, write_fd))
+        [sibling] = strategy.children
+
+        def in_child() -> None:
+            assert strategy.children == set()
+            assert strategy.drain(deadline=time.monotonic())
+            strategy.collect(blocking=True)
+
+        strategy.submit(None, in_child)
+        [child] = strategy.children - {sibling}
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert os.waitpid(sibling, os.WNOHANG) == (0, 0)  # alive: waiting for its byte
+        os.write(write_fd, b"x")
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    strategy.collect(blocking=True)

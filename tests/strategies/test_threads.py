@@ -70,3 +70,32 @@ def test_an_exception_reaches_threading_excepthook_and_the_thread_is_forgotten()
         threading.excepthook = previous
     assert caught == [ZeroDivisionError]
     assert strategy.live_threads == []
+
+
+def test_draining_daemon_threads_holds_only_for_the_thread_that_drains() -> None:
+    # a graceful drain in a background thread ("netserve drain") must neither make a plain
+    # server_close() elsewhere wait for daemon threads, nor be cut short when another
+    # drain's block ends first
+    strategy = ThreadPerRequest(daemon=lambda: True)
+    release = threading.Event()
+    strategy.submit(None, lambda: release.wait(5))
+    entered = threading.Event()
+    results: list[bool] = []
+
+    def graceful_drain() -> None:
+        with strategy.draining_daemon_threads():
+            entered.set()
+            results.append(strategy.drain(deadline=time.monotonic() + 0.3))
+
+    drainer = threading.Thread(target=graceful_drain)
+    drainer.start()
+    try:
+        assert entered.wait(5)
+        assert strategy.drain(deadline=time.monotonic())  # daemon threads: not waited for
+        with strategy.draining_daemon_threads():
+            pass  # another block ends while the drainer's still runs
+        drainer.join(5)
+        assert results == [False]  # it waited for the daemon thread to its deadline
+    finally:
+        release.set()
+        drainer.join(5)

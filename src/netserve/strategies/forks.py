@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import time
 from collections.abc import Callable
 
@@ -27,6 +29,10 @@ class ForkPerRequest:
     In the parent, right after each fork, ``on_fork(request, pid)`` returns a token for the
     child (None: nothing to keep), which this strategy holds until the child is reaped and
     then hands to ``on_exit(token)``; an exception from either callback is logged.
+
+    A child starts with SIGTERM at its default action (it dies of it), not the parent's
+    Python handler, which would act on the parent's state, and it has no children of its
+    own: a drain or ``collect()`` in a child never waits for or signals its siblings.
     """
 
     def __init__(
@@ -45,14 +51,15 @@ class ForkPerRequest:
     def submit(self, request: object, serve: Callable[[], object]) -> bool:
         if self._tokens:
             self.forget_gone()  # reaped by code of its own: not left to pile up
-        pid = os.fork()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:  # os.fork() raised, or this is the parent
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if pid == 0:
-            status = 1
-            try:
-                serve()
-                status = 0
-            finally:
-                os._exit(status)
+            self._serve_in_child(serve, mask)
         self.has_forked = True
         if self._on_fork is not None:
             try:
@@ -65,6 +72,21 @@ class ForkPerRequest:
         # only now: another thread's collect() may reap it from this moment on
         self.children.add(pid)
         return True
+
+    def _serve_in_child(self, serve: Callable[[], object], mask: set[int | signal.Signals]) -> None:
+        """In the child: start afresh (see the class), run *serve*, exit; never returns."""
+        status = 1
+        try:
+            # SIGTERM stayed blocked since the fork, so no signal ran a parent's handler
+            with contextlib.suppress(ValueError):  # not the main thread: a platform's oddity
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            self.children = set()
+            self._tokens.clear()
+            serve()
+            status = 0
+        finally:
+            os._exit(status)
 
     def forget_gone(self) -> None:
         """Let go of the tokens of children no longer in ``children`` (taken out by other

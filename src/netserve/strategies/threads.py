@@ -19,7 +19,7 @@ class ThreadPerRequest:
     ``drain`` waits for the non-daemon threads only, as ``server_close()`` does in the
     standard library: daemon threads are by definition not waited for, unless
     *drain_daemon_threads* (daemon threads that a graceful stop still lets finish), or
-    within ``draining_daemon_threads()``.
+    when called within ``draining_daemon_threads()`` by the same thread.
     """
 
     def __init__(
@@ -27,19 +27,22 @@ class ThreadPerRequest:
     ) -> None:
         self._daemon = daemon
         self._drain_daemon_threads = drain_daemon_threads
+        # per thread: a drain in a background thread must not change another's
+        self._draining_daemons_here = threading.local()
         self._lock = threading.Lock()
         self._all_done = threading.Condition(self._lock)
         self._live: set[threading.Thread] = set()
 
     @contextlib.contextmanager
     def draining_daemon_threads(self) -> Iterator[None]:
-        """Within the block, ``drain`` waits for daemon threads too."""
-        before = self._drain_daemon_threads
-        self._drain_daemon_threads = True
+        """Within the block, ``drain`` called by this thread waits for daemon threads too."""
+        here = self._draining_daemons_here
+        before = getattr(here, "on", False)
+        here.on = True
         try:
             yield
         finally:
-            self._drain_daemon_threads = before
+            here.on = before
 
     @property
     def live_threads(self) -> list[threading.Thread]:
@@ -71,7 +74,7 @@ class ThreadPerRequest:
 
     def _waited_for(self) -> bool:
         """Whether a thread that drain() waits for is alive (daemon threads are not)."""
-        if self._drain_daemon_threads:
+        if self._drain_daemon_threads or getattr(self._draining_daemons_here, "on", False):
             return bool(self._live)
         return any(not thread.daemon for thread in self._live)
 
