@@ -105,7 +105,9 @@ def run_command(
 class ServerProcess:
     """A ``netserve serve`` subprocess whose stderr is collected line by line."""
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.argv = list(argv)
         self.proc = subprocess.Popen(
             self.argv,
@@ -114,6 +116,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            cwd=cwd,
         )
         self._cond = threading.Condition()
         self._lines: list[str] = []
@@ -203,10 +206,13 @@ def start_server() -> Iterator[StartServer]:
     started: list[ServerProcess] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, python_m: bool = False
+        *args: str,
+        env: dict[str, str] | None = None,
+        python_m: bool = False,
+        cwd: Path | None = None,
     ) -> ServerProcess:
         command = _python_m_netserve() if python_m else _netserve_command()
-        server = ServerProcess([*command, *args], env=env)
+        server = ServerProcess([*command, *args], env=env, cwd=cwd)
         started.append(server)
         return server
 
@@ -409,6 +415,54 @@ def test_udp_serves_datagrams_with_a_user_handler(
         client_port = sock.getsockname()[1]
     server.wait_for(rf"127\.0\.0\.1:{client_port} closed after", count=2)
     assert server.stop()[0] == 0
+
+
+STDLIB_HANDLER_MODULE = """
+import socketserver
+
+
+class Shout(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line.upper())
+"""
+
+
+@pytest.mark.parametrize("python_m", [False, True], ids=["netserve", "python -m netserve"])
+def test_serves_a_stdlib_handler_from_a_module_of_the_current_directory(
+    start_server: StartServer, tmp_path: Path, python_m: bool
+) -> None:
+    # as gunicorn and uvicorn do: the installed script finds ./module.py as `python -m` does;
+    # and a handler written for the standard library's socketserver is served as it is
+    (tmp_path / "netserve_test_shout.py").write_text(textwrap.dedent(STDLIB_HANDLER_MODULE))
+    server = start_server(
+        "serve",
+        "netserve_test_shout:Shout",
+        "--bind",
+        "127.0.0.1:0",
+        cwd=tmp_path,
+        python_m=python_m,
+    )
+    with connect(server.tcp_address()) as sock:
+        assert exchange(sock, b"hello") == b"HELLO\n"
+    assert server.stop()[0] == 0
+
+
+@pytest.mark.parametrize(
+    "handler", ["netserve:DatagramRequestHandler", "socketserver:DatagramRequestHandler"]
+)
+def test_a_datagram_handler_without_udp_is_one_error_line(handler: str) -> None:
+    result = run_command(["serve", handler, "--bind", "127.0.0.1:0"])
+    assert result.returncode == 2
+    assert "serve it with --udp" in assert_one_error_line(result.stderr)
+
+
+def test_a_unix_path_that_cannot_be_bound_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    for path in (tmp_path / "a-file" / "app.sock", tmp_path / ("x" * 200)):
+        result = run_command(["serve", "--bind", f"unix:{path}"])
+        assert result.returncode == 2
+        assert f"cannot listen on {path}: " in assert_one_error_line(result.stderr)
 
 
 # --- bounded concurrency: the new options, for real -------------------------------------------
@@ -815,10 +869,10 @@ def test_client_when_the_server_hangs_up_exits_1() -> None:
         ("netserve_no_such_module:Handler", "netserve_no_such_module"),
         ("netserve.demo:NoSuchHandler", "NoSuchHandler"),
         ("netserve.demo:__all__", "BaseRequestHandler"),
-        ("socketserver:BaseRequestHandler", "BaseRequestHandler"),
+        ("socketserver:TCPServer", "BaseRequestHandler"),
         ("netserve.demo", "MODULE:CLASS"),
     ],
-    ids=["missing module", "missing attribute", "not a class", "stdlib handler", "no colon"],
+    ids=["missing module", "missing attribute", "not a class", "a server class", "no colon"],
 )
 def test_bad_handler_is_one_error_line(handler: str, expected: str) -> None:
     result = run_command(["serve", handler, "--bind", "127.0.0.1:0"])
@@ -946,6 +1000,10 @@ def test_main_builds_the_config_from_the_options(monkeypatch: pytest.MonkeyPatch
         ["serve", "--no-such-option"],
         ["client"],
         ["client", "127.0.0.1:1", "hi", "--timeout", "soon"],
+        ["client", "127.0.0.1:1", "hi", "--timeout", "0"],
+        ["client", "127.0.0.1:1", "hi", "--timeout", "-1"],
+        ["client", "127.0.0.1:1", "hi", "--timeout", "inf"],
+        ["client", "127.0.0.1:1", "hi", "--timeout", "nan"],
     ],
 )
 def test_main_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -1027,6 +1085,33 @@ def test_main_client_times_out(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
     assert time.monotonic() - started < IO_TIMEOUT
     assert "timed out" in assert_one_error_line(capsys.readouterr().err)
+
+
+def test_ctrl_c_in_the_client_exits_130_without_a_traceback() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # never accepts: the client waits for a reply
+        host, port = silent.getsockname()
+        client = subprocess.Popen(
+            [*_netserve_command(), "client", f"{host}:{port}", "hi"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            silent.settimeout(IO_TIMEOUT)
+            conn, _ = silent.accept()  # taken off the backlog: the client has connected
+            with conn:
+                assert conn.recv(16) == b"hi\n"  # sent: now it waits for the reply
+                client.send_signal(signal.SIGINT)
+                _, stderr = client.communicate(timeout=COMMAND_TIMEOUT)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait(COMMAND_TIMEOUT)
+    assert client.returncode == 130
+    assert "Traceback" not in stderr
 
 
 # --- handler kinds: threads or an event loop ---------------------------------------------------

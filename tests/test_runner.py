@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import textwrap
@@ -138,7 +139,12 @@ def test_load_handler_missing_attribute(handler_module: str, attr: str) -> None:
         load_handler(f"{handler_module}:{attr}")
 
 
-@pytest.mark.parametrize("attr", ["NotAHandler", "StdlibHandler", "function", "instance"])
+def test_load_handler_takes_a_stdlib_socketserver_handler(handler_module: str) -> None:
+    # a handler written for socketserver (http.server's, a third party's) is served as is
+    assert load_handler(f"{handler_module}:StdlibHandler").__name__ == "StdlibHandler"
+
+
+@pytest.mark.parametrize("attr", ["NotAHandler", "function", "instance"])
 def test_load_handler_not_a_handler_class(handler_module: str, attr: str) -> None:
     with pytest.raises(HandlerImportError, match="is not a request handler class"):
         load_handler(f"{handler_module}:{attr}")
@@ -317,11 +323,20 @@ def test_build_servers_udp(sock_dir: Path) -> None:
         close_all(servers)
 
 
-def test_build_servers_rejects_a_stream_handler_for_udp(
-    recorded_sockets: list[socket.socket],
+@pytest.mark.parametrize(
+    ("handler", "udp", "expected"),
+    [
+        (ReverseHandler, True, "is a stream handler"),
+        (socketserver.StreamRequestHandler, True, "is a stream handler"),
+        (netserve.DatagramRequestHandler, False, "is a datagram handler"),
+        (socketserver.DatagramRequestHandler, False, "is a datagram handler"),
+    ],
+)
+def test_build_servers_rejects_a_handler_for_the_other_transport(
+    recorded_sockets: list[socket.socket], handler: type, udp: bool, expected: str
 ) -> None:
-    with pytest.raises(ConfigError, match=r"^udp: .*ReverseHandler"):
-        build_servers(Config(bind=("127.0.0.1:0",), udp=True), ReverseHandler)
+    with pytest.raises(ConfigError, match=rf"^udp: {handler.__qualname__} {expected}"):
+        build_servers(Config(bind=("127.0.0.1:0",), udp=udp), handler)
     assert recorded_sockets == [], "checked before anything is bound"
 
 
@@ -382,6 +397,31 @@ def test_live_unix_socket_is_not_removed(sock_dir: Path, kind: socket.SocketKind
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
                 client.settimeout(IO_TIMEOUT)
                 client.connect(str(path))  # still the live server's socket
+
+
+def test_a_live_unix_socket_with_a_full_backlog_is_in_use_not_a_hang(sock_dir: Path) -> None:
+    path = sock_dir / "busy.sock"
+    clients: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+        live.bind(str(path))
+        live.listen(0)  # a stuck server: it never accepts
+        try:
+            for _ in range(64):  # fill its backlog
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                clients.append(client)
+                client.setblocking(False)
+                try:
+                    client.connect(str(path))
+                except BlockingIOError:
+                    break
+            else:
+                pytest.fail("the backlog of a Unix socket never filled")
+            with pytest.raises(BindError, match=r"busy\.sock"):
+                build_servers(Config(bind=(f"unix:{path}",)), SeedHandler)
+            assert path.is_socket()
+        finally:
+            for client in clients:
+                client.close()
 
 
 def test_regular_file_is_not_removed(sock_dir: Path) -> None:

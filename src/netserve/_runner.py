@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import socketserver
 import stat
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import aio
 from ._errors import BindError, ConfigError, HandlerImportError
-from ._handlers import BaseRequestHandler, StreamRequestHandler
+from ._handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from ._listeners import Endpoint, format_address
 from ._log import logger
 from ._server import (
@@ -68,12 +69,17 @@ POLL_INTERVAL = 0.5
 
 #: The handler kinds that run on an event loop (``netserve.aio``), not on threads.
 _EVENT_LOOP_HANDLERS = (aio.AsyncRequestHandler, aio.LineHandler, aio.LengthPrefixedHandler)
+#: Handlers served by threads: ours, and the standard library's (``http.server``'s, say).
+_THREAD_HANDLERS = (BaseRequestHandler, socketserver.BaseRequestHandler)
+_STREAM_HANDLERS = (StreamRequestHandler, socketserver.StreamRequestHandler)
+_DATAGRAM_HANDLERS = (DatagramRequestHandler, socketserver.DatagramRequestHandler)
 
 
 def load_handler(spec: str | type) -> type[Any]:
     """Import ``MODULE:CLASS`` and check that it names a request handler class: a
-    ``netserve.BaseRequestHandler`` (served by threads) or a ``netserve.aio`` handler
-    (``AsyncRequestHandler``, ``LineHandler``, ``LengthPrefixedHandler``: an event loop).
+    ``BaseRequestHandler`` of netserve or of the standard library's ``socketserver``
+    (served by threads) or a ``netserve.aio`` handler (``AsyncRequestHandler``,
+    ``LineHandler``, ``LengthPrefixedHandler``: an event loop).
 
     Raises ``HandlerImportError`` saying what failed (the module, the name, or the kind).
     """
@@ -82,13 +88,26 @@ def load_handler(spec: str | type) -> type[Any]:
         handler = _import(spec)
     if not (
         isinstance(handler, type)
-        and issubclass(handler, (BaseRequestHandler, *_EVENT_LOOP_HANDLERS))
+        and issubclass(handler, (*_THREAD_HANDLERS, *_EVENT_LOOP_HANDLERS))
     ):
         raise HandlerImportError(
-            f"{spec} is not a request handler class (a netserve.BaseRequestHandler, "
-            "netserve.aio.AsyncRequestHandler, LineHandler or LengthPrefixedHandler subclass)"
+            f"{spec} is not a request handler class (a BaseRequestHandler subclass, of "
+            "netserve or socketserver, or a netserve.aio.AsyncRequestHandler, LineHandler or "
+            "LengthPrefixedHandler subclass)"
         )
     return handler
+
+
+def check_transport(handler: object, config: Config) -> None:
+    """Raise ``ConfigError`` if a handler class cannot serve the transport chosen: a stream
+    handler with ``udp``, a datagram handler without it."""
+    if not isinstance(handler, type):
+        return
+    name = handler.__qualname__
+    if config.udp and issubclass(handler, _STREAM_HANDLERS):
+        raise ConfigError(f"udp: {name} is a stream handler; it cannot serve UDP")
+    if not config.udp and issubclass(handler, _DATAGRAM_HANDLERS):
+        raise ConfigError(f"udp: {name} is a datagram handler; serve it with --udp")
 
 
 def runs_on_event_loop(handler: type[Any]) -> bool:
@@ -157,20 +176,25 @@ def _open(endpoint: Endpoint, udp: bool) -> socket.socket:
 
 
 def _remove_stale_unix_socket(path: str) -> None:
-    """Remove a Unix socket file left by a server that is gone; never a live one or a file."""
+    """Remove a Unix socket file left by a server that is gone; never a live one or a file.
+
+    Anything that cannot be looked at (a bad path) is left for ``bind()`` to report."""
     try:
         if not stat.S_ISSOCK(os.stat(path).st_mode):
             return
-    except FileNotFoundError:
+    except OSError:
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        # non-blocking: a live server with a full backlog must not make startup hang
+        probe.setblocking(False)
         try:
             probe.connect(path)
         except ConnectionRefusedError:
-            os.unlink(path)
-            logger.info("removed stale socket file %s", path)
+            with contextlib.suppress(OSError):  # else bind() says what is wrong
+                os.unlink(path)
+                logger.info("removed stale socket file %s", path)
         except OSError:
-            pass
+            pass  # live (connected, or its backlog is full: EAGAIN), or not ours to judge
 
 
 def _close_listener(sock: socket.socket) -> None:
@@ -264,8 +288,7 @@ def build_servers(
     own pool of ``config.threads`` threads; each request ends with one log line. A
     pre-forked worker passes its *share* (``worker.balance``): its pools then accept only
     while the worker is among the least loaded."""
-    if config.udp and isinstance(handler, type) and issubclass(handler, StreamRequestHandler):
-        raise ConfigError(f"udp: {handler.__qualname__} is a stream handler; it cannot serve UDP")
+    check_transport(handler, config)
     opened = listeners is None
     if listeners is None:
         listeners = open_listeners(config)
@@ -613,7 +636,8 @@ def _serve_with_workers(config: Config) -> int:
     from .supervisor import Supervisor  # only the supervising process needs it
 
     if not isinstance(config.handler, str):
-        load_handler(config.handler)  # a class: check it here, where the error is clear
+        # a class: check it here, where the error is clear
+        check_transport(load_handler(config.handler), config)
     listeners = open_listeners(config)
     logger.info("netserve %s, pid %d: %s", _version, os.getpid(), config.describe())
     try:

@@ -2,13 +2,17 @@
 errors into exit codes.
 
 Exit codes: 0 success, 1 a client error (connection refused, reset), 2 a usage or startup
-error (bad MODULE:HANDLER, bad address, port busy).
+error (bad MODULE:HANDLER, bad address, port busy), 3 with ``--workers``: the workers could
+not start (the handler's module fails to import in them, or cannot use an option), 130
+interrupted by Ctrl-C (the client; a server stops on Ctrl-C with 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -20,9 +24,11 @@ from ._runner import run
 from ._version import __version__
 from .config import Config, options
 
-__all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "main"]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+#: As a shell reports a command ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 #: The process id tells a supervisor's workers apart.
 LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(message)s"
@@ -44,8 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve a handler class",
-        description="Serve MODULE:HANDLER, a "
-        "BaseRequestHandler subclass, with a thread per connection until Ctrl-C or SIGTERM.",
+        description="Serve MODULE:HANDLER until Ctrl-C (a fast stop) or SIGTERM (a graceful "
+        "one): a BaseRequestHandler subclass (of netserve or socketserver) on a bounded pool "
+        "of threads, or a netserve.aio handler (AsyncRequestHandler, LineHandler, "
+        "LengthPrefixedHandler) on an event loop. MODULE is imported from the current "
+        "directory or the installed packages.",
     )
     _add_config_options(serve)
     client = commands.add_parser(
@@ -58,11 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("message", nargs="?", help="one line to send (default: read stdin)")
     client.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=CLIENT_TIMEOUT,
         help="seconds to wait for each reply (default: %(default)s)",
     )
     return parser
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds above 0, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0: {text}")
+    return value
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -107,10 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NetserveError as exc:
         print(f"netserve: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # the client, or a server before its own handlers are in place
+        return EXIT_INTERRUPTED
 
 
 def _serve(config: Config) -> int:
     logging.basicConfig(level=config.logging_level, format=LOG_FORMAT)
+    # as `python -m netserve` does: MODULE:HANDLER may be a module of the current directory
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     return run(config)
 
 
