@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import socketserver
 import threading
 import time
 import weakref
@@ -760,3 +761,79 @@ def test_forking_server_close_with_block_on_close_waits_for_children(make_server
     assert server.active_children == set()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+# --- the mixins on a server class of the standard library -------------------------------------
+
+
+class _StdlibShout(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        line = self.rfile.readline()
+        self.wfile.write(b"%d %d " % (os.getpid(), threading.get_ident()) + line.upper())
+
+
+def _serve_stdlib_host(server: socketserver.TCPServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    "mixin", ["ThreadingMixIn", pytest.param("ForkingMixIn", marks=needs_fork)]
+)
+def test_a_mixin_on_a_stdlib_server_class_runs_the_stdlibs_code(mixin: str) -> None:
+    # `import netserve as socketserver` with `class S(socketserver.ThreadingMixIn,
+    # http.server.HTTPServer)`: that server class has no strategies, the stdlib's mixin does
+    class Server(getattr(netserve, mixin), socketserver.TCPServer):  # type: ignore[misc]
+        daemon_threads = True
+
+    server = Server((HOST, 0), _StdlibShout)
+    assert isinstance(server, getattr(socketserver, mixin))
+    thread = _serve_stdlib_host(server)
+    try:
+        with socket.create_connection(server.server_address, timeout=WAIT) as client:
+            client.sendall(b"hi\n")
+            pid, ident, reply = recv_line(client).split()
+        assert reply == b"HI"
+        if mixin == "ThreadingMixIn":
+            assert (int(pid), int(ident)) != (os.getpid(), thread.ident)  # a thread of its own
+        else:
+            assert int(pid) != os.getpid()
+            assert server.active_children is not None
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+    if mixin == "ForkingMixIn":
+        assert not server.active_children  # reaped by the stdlib's server_close()
+
+
+def test_a_subclass_override_on_a_stdlib_server_class_is_kept() -> None:
+    served_by: list[str] = []
+
+    class Mine(netserve.ThreadingMixIn):
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            served_by.append("mine")
+            super().process_request_thread(request, client_address)
+
+    class Server(Mine, socketserver.TCPServer):
+        pass
+
+    server = Server((HOST, 0), _StdlibShout)
+    thread = _serve_stdlib_host(server)
+    try:
+        with socket.create_connection(server.server_address, timeout=WAIT) as client:
+            client.sendall(b"hi\n")
+            assert recv_line(client).endswith(b" HI\n")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(WAIT)
+    assert served_by == ["mine"]
+
+
+def test_the_pool_mixin_refuses_a_stdlib_server_class() -> None:
+    with pytest.raises(TypeError, match="ThreadPoolMixIn needs a netserve server class"):
+
+        class Server(netserve.ThreadPoolMixIn, socketserver.TCPServer):  # type: ignore[misc]
+            pass

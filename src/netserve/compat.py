@@ -5,6 +5,12 @@ and their bounded counterpart, ``ThreadPoolMixIn`` with the ``ThreadPool*`` serv
 (``daemon_threads``, ``block_on_close``, ``process_request_thread``; ``max_children``,
 ``active_children``, ``collect_children``) but only choose a strategy from
 ``netserve.strategies``; the work is done there.
+
+They derive from the stdlib's mixins (``isinstance`` checks hold), whose code they run when
+mixed into a server class of the standard library's ``socketserver``, such as
+``http.server.HTTPServer`` in code that imports netserve as socketserver: such a server has
+no strategies to choose from. ``ThreadPoolMixIn`` has no stdlib counterpart and refuses
+such a class.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ import contextlib
 import os
 import signal
 import socket
-import threading
+import socketserver as _stdlib
 from typing import TYPE_CHECKING, Any, cast
 
-from ._server import TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
+from ._server import BaseServer, TCPServer, UDPServer, UnixDatagramServer, UnixStreamServer
 from ._types import ClientAddress
 from .config import DEFAULT_MAX_QUEUED, DEFAULT_THREADS
 from .strategies import ConcurrencyStrategy, ForkPerRequest, Overflow, ThreadPerRequest, ThreadPool
@@ -41,11 +47,25 @@ __all__ = [
 
 if TYPE_CHECKING:  # the mixins see the server's hooks; at run time they derive from object
     from ._server import BaseServer as _MixinBase
-else:
+    from ._server import BaseServer as _StdlibForking
+    from ._server import BaseServer as _StdlibThreading
+else:  # or from the stdlib's mixins, which they stand in for
     _MixinBase = object
+    _StdlibThreading = _stdlib.ThreadingMixIn
+    _StdlibForking = _stdlib.ForkingMixIn
 
 
-class ThreadingMixIn(_MixinBase):
+def _on_a_stdlib_server(cls: type) -> bool:
+    """Whether *cls* derives from a server class of ``socketserver``, not of netserve."""
+    return issubclass(cls, _stdlib.BaseServer) and not issubclass(cls, BaseServer)
+
+
+def _skipping(stdlib_mixin: type, server: object) -> Any:
+    """``super()`` past *stdlib_mixin*: the server core, for a netserve server."""
+    return super(stdlib_mixin, server)
+
+
+class ThreadingMixIn(_StdlibThreading):
     """Serve each request in a new thread.
 
     ``daemon_threads`` (read for each new thread) makes the threads daemons;
@@ -57,13 +77,22 @@ class ThreadingMixIn(_MixinBase):
 
     daemon_threads: bool = False
     block_on_close: bool = True
+    #: Set for each subclass: mixed into a ``socketserver`` server, the stdlib's code runs.
+    _ns_stdlib_host: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._ns_stdlib_host = _on_a_stdlib_server(cls)
 
     def _make_concurrency(self) -> ConcurrencyStrategy:
         return ThreadPerRequest(daemon=lambda: self.daemon_threads)
 
     @property
-    def _threads(self) -> list[threading.Thread]:
-        """The threads serving a request now (the stdlib's private name, kept for its tests)."""
+    def _threads(self) -> Any:
+        """The threads serving a request now (the stdlib's private name, kept for its tests);
+        on a ``socketserver`` server, the stdlib's own record."""
+        if self._ns_stdlib_host:
+            return vars(self).get("_threads", vars(_stdlib.ThreadingMixIn)["_threads"])
         return self._thread_strategy.live_threads
 
     @property
@@ -73,9 +102,15 @@ class ThreadingMixIn(_MixinBase):
     def process_request_thread(self, request: Any, client_address: ClientAddress) -> None:
         """Serve one request in its thread: what ``BaseServer`` does inline, plus the
         error handling that the accept loop does for inline requests."""
+        if self._ns_stdlib_host:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            return
         self._serve_guarded(request, client_address)
 
     def process_request(self, request: Any, client_address: ClientAddress) -> None:
+        if self._ns_stdlib_host:
+            super().process_request(request, client_address)
+            return
         self._submit(
             request, client_address, lambda: self.process_request_thread(request, client_address)
         )
@@ -86,10 +121,14 @@ class ThreadingMixIn(_MixinBase):
 
     def server_close(self) -> None:
         """Close the server, then (with ``block_on_close``) wait for the threads serving."""
-        super().server_close()  # BaseServer.server_close drains and closes the strategy
+        if self._ns_stdlib_host:
+            super().server_close()
+            return
+        # BaseServer.server_close drains and closes the strategy
+        _skipping(_stdlib.ThreadingMixIn, self).server_close()
 
 
-class ForkingMixIn(_MixinBase):
+class ForkingMixIn(_StdlibForking):
     """Serve each request in a forked child process.
 
     At most ``max_children`` children run at once (the server waits for one to exit before
@@ -107,6 +146,12 @@ class ForkingMixIn(_MixinBase):
     timeout: float | None = 300
     max_children: int = 40
     block_on_close: bool = True
+    #: Set for each subclass: mixed into a ``socketserver`` server, the stdlib's code runs.
+    _ns_stdlib_host: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._ns_stdlib_host = _on_a_stdlib_server(cls)
 
     def _make_concurrency(self) -> ConcurrencyStrategy:
         return ForkPerRequest(
@@ -133,11 +178,16 @@ class ForkingMixIn(_MixinBase):
     @property
     def active_children(self) -> set[int] | None:
         """PIDs of the children still running (None before the first fork)."""
+        if self._ns_stdlib_host:
+            return cast("set[int] | None", vars(self).get("active_children"))
         strategy = self._fork_strategy
         return strategy.children if strategy.has_forked else None
 
     @active_children.setter
     def active_children(self, pids: set[int] | None) -> None:
+        if self._ns_stdlib_host:
+            self.__dict__["active_children"] = pids
+            return
         strategy = self._fork_strategy
         strategy.children = set() if pids is None else pids
         strategy.has_forked = pids is not None
@@ -146,6 +196,9 @@ class ForkingMixIn(_MixinBase):
     def collect_children(self, *, blocking: bool = False) -> None:
         """Reap children that have exited, after waiting until fewer than ``max_children``
         are alive; with *blocking*, wait for all of them."""
+        if self._ns_stdlib_host:
+            super().collect_children(blocking=blocking)  # type: ignore[misc]
+            return
         self._fork_strategy.collect(blocking=blocking)
 
     def handle_timeout(self) -> None:
@@ -156,6 +209,9 @@ class ForkingMixIn(_MixinBase):
 
     def process_request(self, request: Any, client_address: ClientAddress) -> None:
         """Fork; the child serves the request and exits, the parent closes its copy."""
+        if self._ns_stdlib_host:
+            super().process_request(request, client_address)
+            return
         self._submit(
             request, client_address, lambda: self._process_request_in_child(request, client_address)
         )
@@ -190,7 +246,10 @@ class ForkingMixIn(_MixinBase):
 
     def server_close(self) -> None:
         """Close the server, then reap the children (waiting for all with block_on_close)."""
-        super().server_close()
+        if self._ns_stdlib_host:
+            super().server_close()
+            return
+        _skipping(_stdlib.ForkingMixIn, self).server_close()
         self.collect_children(blocking=self.block_on_close)
 
 
@@ -235,6 +294,15 @@ class ThreadPoolMixIn(_MixinBase):
     max_queued: int = DEFAULT_MAX_QUEUED
     overflow: Overflow = "reject"
     drain_timeout: float | None = 30.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if _on_a_stdlib_server(cls):
+            raise TypeError(
+                f"{cls.__qualname__}: ThreadPoolMixIn needs a netserve server class "
+                "(netserve.TCPServer and the like), not one of socketserver's; "
+                "ThreadingMixIn works with both"
+            )
 
     def _make_concurrency(self) -> ConcurrencyStrategy:
         return ThreadPool(self.max_workers, self.max_queued, self.overflow)
