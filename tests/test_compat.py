@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -837,3 +838,75 @@ def test_the_pool_mixin_refuses_a_stdlib_server_class() -> None:
 
         class Server(netserve.ThreadPoolMixIn, socketserver.TCPServer):  # type: ignore[misc]
             pass
+
+
+# --- a server made before fork(), closed from its own handler, its threads' names ---------------
+
+
+@needs_fork
+@pytest.mark.parametrize("kind", ["ThreadPoolTCPServer", "ThreadingTCPServer"])
+def test_a_server_made_before_fork_serves_in_the_child(kind: str) -> None:
+    # build, fork (to daemonize, say), then serve in the child: the pool's threads stayed
+    # in the parent, so the child starts its own
+    server = getattr(netserve, kind)((HOST, 0), _StdlibShout)
+    address = server.server_address
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            server.timeout = WAIT
+            server.handle_request()
+            server.server_close()  # waits for the request: ends only once it was served
+            status = 0
+        finally:
+            os._exit(status)
+    server.socket.close()  # the parent's copy
+    try:
+        with socket.create_connection(address, timeout=WAIT) as client:
+            client.sendall(b"hi\n")
+            child_pid, _, reply = recv_line(client).split()
+        assert (int(child_pid), reply) == (pid, b"HI")
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("kind", ["ThreadPoolTCPServer", "ThreadingTCPServer"])
+def test_server_close_from_its_own_handler_does_not_wait_for_that_handler(kind: str) -> None:
+    # the stdlib raises "cannot join current thread" here; waiting would never end
+    closed = threading.Event()
+
+    class CloseServer(netserve.StreamRequestHandler):
+        def handle(self) -> None:
+            self.rfile.readline()
+            self.server.server_close()
+            closed.set()
+            self.wfile.write(b"closed\n")
+
+    server = getattr(netserve, kind)((HOST, 0), CloseServer)
+    server.drain_timeout = WAIT * 2  # a drain that counted the caller would outlast the test
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(server.server_address, timeout=WAIT) as client:
+            client.sendall(b"close\n")
+            assert closed.wait(WAIT)
+            assert recv_line(client) == b"closed\n"
+    finally:
+        server.shutdown()
+        thread.join(WAIT)
+
+
+def test_threads_are_named_as_in_the_stdlib(make_server: Any) -> None:
+    names: list[str] = []
+
+    class Name(netserve.BaseRequestHandler):
+        def handle(self) -> None:
+            names.append(threading.current_thread().name)
+
+    server = make_server(netserve.ThreadingTCPServer, Name)
+    with socket.create_connection(server.server_address, timeout=WAIT):
+        server.handle_request()
+    server.server_close()
+    [name] = names
+    assert re.fullmatch(r"Thread-\d+ \(process_request_thread\)", name), name

@@ -111,9 +111,11 @@ class ThreadingMixIn(_StdlibThreading):
         if self._ns_stdlib_host:
             super().process_request(request, client_address)
             return
-        self._submit(
-            request, client_address, lambda: self.process_request_thread(request, client_address)
-        )
+
+        def process_request_thread() -> None:  # the threads' name, as in the stdlib
+            self.process_request_thread(request, client_address)
+
+        self._submit(request, client_address, process_request_thread)
 
     def _drain(self, drain_timeout: float) -> None:
         with self._thread_strategy.draining_daemon_threads():

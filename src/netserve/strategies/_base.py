@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["ConcurrencyStrategy"]
+__all__ = ["ConcurrencyStrategy", "ThreadStrategy", "start_afresh_in_forked_children"]
 
 
 class ConcurrencyStrategy(Protocol):
@@ -37,3 +39,29 @@ class ConcurrencyStrategy(Protocol):
 
     def close(self) -> None:
         """Release what the strategy holds; requests still in flight are left to finish."""
+
+
+class ThreadStrategy(Protocol):
+    """A strategy whose requests run on threads: those do not survive ``fork()``."""
+
+    def _start_afresh(self) -> None:
+        """In a forked child: forget the parent's threads and requests, renew the locks."""
+
+
+#: The thread strategies alive, for the fork hook below.
+_thread_strategies: weakref.WeakSet[ThreadStrategy] = weakref.WeakSet()
+
+
+def start_afresh_in_forked_children(strategy: ThreadStrategy) -> None:
+    """Have ``strategy._start_afresh()`` called in every child this process forks (its
+    threads stay in the parent, and a lock one of them held would stay held)."""
+    _thread_strategies.add(strategy)
+
+
+def _after_fork_in_child() -> None:
+    for strategy in list(_thread_strategies):
+        strategy._start_afresh()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

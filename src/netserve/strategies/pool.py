@@ -18,6 +18,7 @@ from typing import Literal, Protocol, get_args
 from .._errors import ConfigError
 from .._log import RateLimitedLog, logger
 from ..config import DEFAULT_MAX_QUEUED, DEFAULT_THREADS
+from ._base import start_afresh_in_forked_children
 
 __all__ = ["SATURATION_LOG_INTERVAL", "LoadShare", "Overflow", "ThreadPool"]
 
@@ -51,9 +52,10 @@ _WORKER_JOIN_TIMEOUT = 1.0
 class ThreadPool:
     """A fixed set of worker threads and a bounded queue of requests waiting for them.
 
-    The threads start in the constructor, so create the pool in the process that serves.
-    ``serve`` callables are expected to handle their own errors; anything that escapes one is
-    logged and the worker thread goes on serving.
+    The threads start in the constructor. A process forked afterwards (a server made before
+    daemonizing, say) finds the pool empty, with no threads, and starts them at its first
+    request. ``serve`` callables are expected to handle their own errors; anything that
+    escapes one is logged and the worker thread goes on serving.
     """
 
     def __init__(
@@ -79,6 +81,16 @@ class ThreadPool:
         self.share = share
         self._declined_by_share = False
         self._room_shared = True  # what the share was last told of this pool's room
+        self._closing = False
+        self._capacity_callbacks: list[Callable[[], None]] = []
+        self._saturation_log = RateLimitedLog(SATURATION_LOG_INTERVAL)
+        self._start_afresh()
+        self._start_threads()
+        start_afresh_in_forked_children(self)
+
+    def _start_afresh(self) -> None:
+        """No request in flight and no thread: how a pool begins, and how a forked child
+        finds it (the threads stayed in the parent; the locks may have been held there)."""
         self._lock = threading.Lock()  # guards the counts below; never held while waiting
         # drain() and a waiting submit() wait on this; it is notified only when one waits
         self._changed = threading.Condition(self._lock)
@@ -87,12 +99,13 @@ class ThreadPool:
         self._jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self._queued = 0
         self._busy = 0
-        self._closing = False
-        self._capacity_callbacks: list[Callable[[], None]] = []
-        self._saturation_log = RateLimitedLog(SATURATION_LOG_INTERVAL)
+        self._threads: list[threading.Thread] = []
+        self._serving_here = threading.local()  # .on while a worker thread runs a request
+
+    def _start_threads(self) -> None:
         self._threads = [
             threading.Thread(target=self._work, name=f"netserve-pool-{n}", daemon=True)
-            for n in range(max_workers)
+            for n in range(self.max_workers)
         ]
         for thread in self._threads:
             thread.start()
@@ -146,6 +159,8 @@ class ThreadPool:
 
         With overflow ``"wait"``, a full pool makes this wait for room.
         """
+        if not self._threads and not self._closing:  # in a child forked since: start them
+            self._start_threads()
         with self._lock:
             while self._full() and self.overflow == "wait" and not self._closing:
                 self._wait_for_change(None)
@@ -184,11 +199,13 @@ class ThreadPool:
             with self._lock:
                 self._queued -= 1
                 self._busy += 1
+            self._serving_here.on = True
             try:
                 serve()
             except BaseException:
                 logger.exception("a request escaped its error handling; the worker goes on")
             finally:
+                self._serving_here.on = False
                 with self._lock:
                     room_came_back = not self._room_for_one_more()
                     self._busy -= 1
@@ -203,8 +220,11 @@ class ThreadPool:
                     callback()
 
     def drain(self, deadline: float | None) -> bool:
+        """Wait for the requests in flight, not counting the caller's own (a handler that
+        closes its server)."""
+        own = 1 if getattr(self._serving_here, "on", False) else 0
         with self._lock:
-            while self._busy or self._queued:
+            while self._busy - own or self._queued:
                 timeout = None if deadline is None else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
                     return False

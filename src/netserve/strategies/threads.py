@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from ._base import start_afresh_in_forked_children
+
 __all__ = ["ThreadPerRequest"]
 
 
@@ -29,6 +31,12 @@ class ThreadPerRequest:
         self._drain_daemon_threads = drain_daemon_threads
         # per thread: a drain in a background thread must not change another's
         self._draining_daemons_here = threading.local()
+        self._start_afresh()
+        start_afresh_in_forked_children(self)
+
+    def _start_afresh(self) -> None:
+        """No thread yet: how it begins, and how a forked child finds it (the threads
+        stayed in the parent; the lock may have been held there)."""
         self._lock = threading.Lock()
         self._all_done = threading.Condition(self._lock)
         self._live: set[threading.Thread] = set()
@@ -51,7 +59,14 @@ class ThreadPerRequest:
             return list(self._live)
 
     def submit(self, request: object, serve: Callable[[], object]) -> bool:
-        thread = threading.Thread(target=self._run, args=(serve,), daemon=self._daemon())
+        """Start a thread running ``serve()``, named as ``threading`` names it after its
+        target: ``Thread-N (name of serve)``."""
+
+        def run() -> None:
+            self._run(serve)
+
+        run.__name__ = getattr(serve, "__name__", "run")
+        thread = threading.Thread(target=run, daemon=self._daemon())
         with self._lock:
             self._live.add(thread)
         try:
@@ -73,10 +88,12 @@ class ThreadPerRequest:
             self._all_done.notify_all()
 
     def _waited_for(self) -> bool:
-        """Whether a thread that drain() waits for is alive (daemon threads are not)."""
+        """Whether a thread that drain() waits for is alive: not daemon threads (unless
+        asked), and never the calling thread (a handler closing its own server)."""
+        me = threading.current_thread()
         if self._drain_daemon_threads or getattr(self._draining_daemons_here, "on", False):
-            return bool(self._live)
-        return any(not thread.daemon for thread in self._live)
+            return any(thread is not me for thread in self._live)
+        return any(not thread.daemon and thread is not me for thread in self._live)
 
     def has_capacity(self) -> bool:
         return True
