@@ -15,7 +15,9 @@ class ConcurrencyStrategy(Protocol):
 
     The server hands each request to ``submit`` with a callable that serves it completely
     (runs the handler, reports errors, closes the request); the strategy decides where and
-    when that callable runs. Strategies know nothing of sockets or signals.
+    when that callable runs. Strategies know nothing of sockets, and of signals only this:
+    ``ForkPerRequest`` starts each child with SIGTERM at its default action, blocked across
+    the fork, since only the code that forks can leave no window for the parent's handler.
     """
 
     def submit(self, request: object, serve: Callable[[], object]) -> bool:
