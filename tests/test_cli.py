@@ -210,9 +210,12 @@ def start_server() -> Iterator[StartServer]:
         env: dict[str, str] | None = None,
         python_m: bool = False,
         cwd: Path | None = None,
+        remove_cwd_first: bool = False,
     ) -> ServerProcess:
-        command = _python_m_netserve() if python_m else _netserve_command()
-        server = ServerProcess([*command, *args], env=env, cwd=cwd)
+        command = [*(_python_m_netserve() if python_m else _netserve_command()), *args]
+        if remove_cwd_first:  # the shell enters cwd, removes it, then runs the command
+            command = ["sh", "-c", 'rmdir "$PWD" && exec "$@"', "sh", *command]
+        server = ServerProcess(command, env=env, cwd=cwd)
         started.append(server)
         return server
 
@@ -445,6 +448,25 @@ def test_serves_a_stdlib_handler_from_a_module_of_the_current_directory(
     )
     with connect(server.tcp_address()) as sock:
         assert exchange(sock, b"hello") == b"HELLO\n"
+    assert server.stop()[0] == 0
+
+
+def test_serves_an_installed_handler_from_a_directory_that_is_gone(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    # a release directory replaced by a deploy, say: the current directory is only a bonus
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    server = start_server(
+        "serve",
+        "netserve.demo:ReverseHandler",
+        "--bind",
+        "127.0.0.1:0",
+        cwd=gone,
+        remove_cwd_first=True,
+    )
+    with connect(server.tcp_address()) as sock:
+        assert exchange(sock, b"abc") == b"cba\n"
     assert server.stop()[0] == 0
 
 

@@ -910,3 +910,93 @@ def test_threads_are_named_as_in_the_stdlib(make_server: Any) -> None:
     server.server_close()
     [name] = names
     assert re.fullmatch(r"Thread-\d+ \(process_request_thread\)", name), name
+
+
+@pytest.mark.parametrize("kind", ["ThreadPoolTCPServer", "ThreadingTCPServer"])
+def test_server_close_from_a_handler_keeps_its_own_client_past_the_drain_timeout(
+    kind: str,
+) -> None:
+    # another request outlasts the drain: the forced close cuts that one, not the caller's
+    release = threading.Event()
+    closed = threading.Event()
+
+    class Handler(netserve.StreamRequestHandler):
+        def handle(self) -> None:
+            if self.rfile.readline() == b"hold\n":
+                release.wait(WAIT)
+                return
+            self.server.server_close()
+            closed.set()
+            self.wfile.write(b"closed\n")
+
+    server = getattr(netserve, kind)((HOST, 0), Handler)
+    server.drain_timeout = 0.2
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(server.server_address, timeout=WAIT) as holder:
+            holder.sendall(b"hold\n")
+            with socket.create_connection(server.server_address, timeout=WAIT) as closer:
+                closer.sendall(b"close\n")
+                assert closed.wait(WAIT)
+                assert recv_line(closer) == b"closed\n"
+            assert recv_until_eof(holder) == b""  # cut by the forced close
+    finally:
+        release.set()
+        server.shutdown()
+        thread.join(WAIT)
+
+
+def test_server_close_from_the_only_pool_thread_does_not_wait_for_the_queue() -> None:
+    # the queued request can only run on the caller's thread, once its request ends
+    class Handler(netserve.StreamRequestHandler):
+        def handle(self) -> None:
+            line = self.rfile.readline()
+            if line == b"close\n":
+                began = time.monotonic()
+                self.server.server_close()
+                self.wfile.write(b"closed after %.1f s\n" % (time.monotonic() - began))
+            else:
+                self.wfile.write(b"served " + line)
+
+    class Server(netserve.ThreadPoolTCPServer):
+        max_workers = 1
+        drain_timeout = WAIT * 2
+
+    server = Server((HOST, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with (
+            socket.create_connection(server.server_address, timeout=WAIT) as closer,
+            socket.create_connection(server.server_address, timeout=WAIT) as queued,
+        ):
+            queued.sendall(b"queued\n")
+            assert wait_for(lambda: server._concurrency.in_flight == 2)  # one busy, one queued
+            closer.sendall(b"close\n")
+            assert recv_line(closer) == b"closed after 0.0 s\n"
+            closer.close()
+            assert recv_line(queued) == b"served queued\n"
+    finally:
+        server.shutdown()
+        thread.join(WAIT)
+
+
+def test_serve_forever_returns_once_a_handler_closed_the_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the stdlib spins on accept() failing with EBADF until shutdown() is called
+    class Handler(netserve.BaseRequestHandler):
+        def handle(self) -> None:
+            self.server.server_close()
+
+    caplog.set_level(logging.INFO, logger="netserve")
+    server = netserve.ThreadPoolTCPServer((HOST, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        assert recv_until_eof(client) == b""
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert "the listening socket was closed" in caplog.text
+    server.shutdown()  # returns at once: the loop has ended

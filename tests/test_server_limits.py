@@ -597,6 +597,27 @@ def test_a_refuser_that_outlives_the_drain_closes_its_descriptors_as_it_ends(
         server.server_close()
 
 
+def test_a_refuser_that_fails_leaves_the_drain_and_its_descriptors_in_order(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def out_of_descriptors() -> None:
+        raise OSError(24, "Too many open files")
+
+    server = netserve.ThreadPoolTCPServer(("127.0.0.1", 0), LineReverse)
+    try:
+        monkeypatch.setattr(netserve_server.selectors, "DefaultSelector", out_of_descriptors)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            with server._refusing_new_connections():
+                pass  # the drain; the refuser has failed meanwhile, or fails now
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    finally:
+        monkeypatch.undo()
+        server.server_close()
+    assert "cannot refuse the connections made while stopping" in caplog.text
+
+
 def test_a_drain_from_a_handler_waits_for_daemon_threads_in_flight() -> None:
     release = threading.Event()
     slow_started = threading.Event()

@@ -170,7 +170,7 @@ class BaseServer:
         self._concurrency_closed = False
         #: Connections shut by a drain timeout: errors their handlers then hit are expected.
         self._shut_by_server: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        self._serving_here = threading.local()  # .request: this thread serves one now
+        self._serving_here = threading.local()  # .request: the one this thread serves now
         self._limit_room = True  # what _tell_share_of_limit last published
         self._limit_room_lock = threading.Lock()
         if self._concurrency is not None:
@@ -274,7 +274,7 @@ class BaseServer:
             control.stopped.wait()
         if drain_timeout is None:
             return
-        if getattr(self._serving_here, "request", False):
+        if self._request_served_here() is not None:
             threading.Thread(
                 target=self._drain, args=(drain_timeout,), name="netserve drain"
             ).start()
@@ -301,8 +301,8 @@ class BaseServer:
         try:
             yield
         finally:
-            done_writer.send(b"x")
-            done_writer.close()  # the refuser closes done_reader as it ends, however late
+            with done_writer, contextlib.suppress(OSError):  # the refuser may have died early
+                done_writer.send(b"x")  # it closes done_reader as it ends, however late
             refuser.join(FORCED_CLOSE_GRACE)
             if refuser.is_alive():  # a shutdown_request() override that blocks, say
                 logger.warning("the thread refusing connections did not end; leaving it")
@@ -310,8 +310,16 @@ class BaseServer:
     def _refuse_until(self, listener: _Socket, done: _Socket) -> None:
         """Refuse what is in the backlog, then each connection as it comes, until *done* is
         readable; after an accept error (out of descriptors, say), wait ``ACCEPT_BACKOFF``
-        before trying again. Closes *done* as it returns."""
-        with done, selectors.DefaultSelector() as both, selectors.DefaultSelector() as done_only:
+        before trying again. Closes *done* as it returns; an error ends it with a log line
+        (clients then wait in the backlog until the listener closes)."""
+        with done:
+            try:
+                self._refuse_while_open(listener, done)
+            except Exception:
+                logger.exception("cannot refuse the connections made while stopping")
+
+    def _refuse_while_open(self, listener: _Socket, done: _Socket) -> None:
+        with selectors.DefaultSelector() as both, selectors.DefaultSelector() as done_only:
             both.register(done, selectors.EVENT_READ)
             both.register(listener, selectors.EVENT_READ)
             done_only.register(done, selectors.EVENT_READ)
@@ -362,7 +370,10 @@ class BaseServer:
         deadline = None if timeout is None else time.monotonic() + timeout
         if strategy.drain(deadline):
             return
+        own = self._request_served_here()  # a handler closing its server: its client stays
         for conn, client_address in self._connections.snapshot():
+            if conn is own:
+                continue
             logger.warning(
                 "closing connection from %s: still open %.1f s after the server began to stop",
                 format_address(client_address),
@@ -439,6 +450,12 @@ class BaseServer:
         except BlockingIOError:
             return False  # another worker took it first
         except OSError as exc:
+            control = self._loop_control
+            if exc.errno == errno.EBADF and control.serving_thread and self._listener_closed():
+                # server_close() from a handler, say: nothing will ever come again
+                logger.info("the listening socket was closed: serve_forever() returns")
+                control.request_stop()
+                return False
             pause = self._accept_policy.backoff_after(exc, self)
             if pause:
                 self._accept_paused_until = time.monotonic() + pause
@@ -457,6 +474,12 @@ class BaseServer:
         else:
             self.shutdown_request(request)
         return True
+
+    def _listener_closed(self) -> bool:
+        try:
+            return self.fileno() == -1
+        except (OSError, NotImplementedError):
+            return False
 
     def _admit(self, conn: _Socket, client_address: ClientAddress) -> bool:
         """Apply the connection limits and ``idle_timeout``; refuse and close if over.
@@ -542,14 +565,18 @@ class BaseServer:
     def _serve_guarded(self, request: Any, client_address: ClientAddress) -> None:
         """Serve one request off the accepting thread: errors reported, request shut down."""
         serving_here = self._serving_here
-        serving_here.request = True  # for shutdown(), called from the handler
+        serving_here.request = request  # for shutdown() and server_close() from the handler
         try:
             self.finish_request(request, client_address)
         except Exception:
             self._report_error(request, client_address)
         finally:
-            serving_here.request = False
+            serving_here.request = None
             self.shutdown_request(request)
+
+    def _request_served_here(self) -> Any:
+        """The request this thread is serving (a handler calling back), or None."""
+        return getattr(self._serving_here, "request", None)
 
     def server_close(self) -> None:
         """Clean up the server: finish and close the concurrency strategy, if any."""

@@ -133,10 +133,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(config: Config) -> int:
     logging.basicConfig(level=config.logging_level, format=LOG_FORMAT)
-    # as `python -m netserve` does: MODULE:HANDLER may be a module of the current directory
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _import_from_the_current_directory()
     return run(config)
+
+
+def _import_from_the_current_directory() -> None:
+    """As ``python -m netserve`` does: MODULE:HANDLER may be a module of the current
+    directory (unless that directory is gone: installed modules still serve)."""
+    if "" in sys.path:
+        return
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def _client(

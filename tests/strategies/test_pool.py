@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
@@ -294,5 +295,34 @@ def test_the_share_hears_when_room_goes_and_comes_back() -> None:
         assert pool.has_capacity()
         assert share.rooms == [False, True]
     finally:
+        release.set()
+        pool.close()
+
+
+def test_a_pool_in_a_forked_child_starts_its_threads_once_however_many_submit() -> None:
+    # two servers may share a pool: their first requests in the child may come together
+    pool = ThreadPool(max_workers=16, max_queued=16)
+    release = threading.Event()
+    previous_interval = sys.getswitchinterval()
+    try:
+        pool._start_afresh()  # as the fork hook does in a child: no threads yet
+        before = set(threading.enumerate())
+        barrier = threading.Barrier(4)
+
+        def first_request() -> None:
+            barrier.wait(5)
+            pool.submit(None, lambda: release.wait(5))
+
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen any race
+        submitters = [threading.Thread(target=first_request) for _ in range(4)]
+        for submitter in submitters:
+            submitter.start()
+        for submitter in submitters:
+            submitter.join(5)
+        sys.setswitchinterval(previous_interval)
+        started = [t for t in set(threading.enumerate()) - before if t.name.startswith("netserve")]
+        assert len(started) == 16
+    finally:
+        sys.setswitchinterval(previous_interval)
         release.set()
         pool.close()

@@ -102,11 +102,19 @@ class ThreadPool:
         self._threads: list[threading.Thread] = []
         self._serving_here = threading.local()  # .on while a worker thread runs a request
 
+    def _start_threads_in_child(self) -> None:
+        with self._lock:  # two servers may share the pool: one of them starts the threads
+            if self._threads or self._closing:
+                return
+            self._threads = [self._new_thread(n) for n in range(self.max_workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def _new_thread(self, number: int) -> threading.Thread:
+        return threading.Thread(target=self._work, name=f"netserve-pool-{number}", daemon=True)
+
     def _start_threads(self) -> None:
-        self._threads = [
-            threading.Thread(target=self._work, name=f"netserve-pool-{n}", daemon=True)
-            for n in range(self.max_workers)
-        ]
+        self._threads = [self._new_thread(n) for n in range(self.max_workers)]
         for thread in self._threads:
             thread.start()
 
@@ -159,8 +167,8 @@ class ThreadPool:
 
         With overflow ``"wait"``, a full pool makes this wait for room.
         """
-        if not self._threads and not self._closing:  # in a child forked since: start them
-            self._start_threads()
+        if not self._threads:  # in a child forked since: start them, once
+            self._start_threads_in_child()
         with self._lock:
             while self._full() and self.overflow == "wait" and not self._closing:
                 self._wait_for_change(None)
@@ -220,11 +228,12 @@ class ThreadPool:
                     callback()
 
     def drain(self, deadline: float | None) -> bool:
-        """Wait for the requests in flight, not counting the caller's own (a handler that
-        closes its server)."""
+        """Wait for the requests in flight. Called from a worker (a handler that closes its
+        server), not for its own request, and not for queued ones once no other worker is
+        busy: only the caller's thread could run them (it does, once its request ends)."""
         own = 1 if getattr(self._serving_here, "on", False) else 0
         with self._lock:
-            while self._busy - own or self._queued:
+            while self._busy - own or (self._queued and not own):
                 timeout = None if deadline is None else deadline - time.monotonic()
                 if timeout is not None and timeout <= 0:
                     return False
