@@ -7,7 +7,10 @@ import asyncio
 import gc
 import logging
 import os
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ import netserve.aio as aio
 from netserve import BindError, ConfigError
 
 from .conftest import (
+    LOOPS,
     WAIT,
     ask,
     closed_by_server,
@@ -462,6 +466,93 @@ def test_fast_stop_closes_everything_now_and_cancels_handlers(loop: str) -> None
         assert time.monotonic() - start < WAIT / 2
         assert cancelled.is_set()
         assert closed_by_server(sock)
+
+
+@pytest.mark.parametrize("graceful", [False, True], ids=["fast", "graceful"])
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_stop_does_not_wait_for_a_call_stuck_in_the_default_executor(
+    loop_name: str, graceful: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    def stuck() -> None:
+        entered.set()
+        release.wait(3 * WAIT)
+
+    class ToThread(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            await self.readline()
+            await asyncio.to_thread(stuck)
+
+    drain_timeout = 0.2
+    try:
+        with (
+            serving(ToThread, loop_name, drain_timeout=drain_timeout) as running,
+            running.connect() as sock,
+        ):
+            sock.sendall(b"go\n")
+            assert entered.wait(WAIT)
+            start = time.monotonic()
+            running.server.request_stop(graceful=graceful)
+            running.thread.join(WAIT)
+            stopped_after = time.monotonic() - start
+            assert not running.thread.is_alive(), "serve() waited for the stuck call"
+    finally:
+        release.set()  # a failed test: let the call end, and the server with it
+    assert stopped_after < drain_timeout + aio.POOL_JOIN_TIMEOUT + WAIT / 4
+    assert "(asyncio.to_thread, run_in_executor) 1 s after the loop stopped: 1;" in caplog.text
+
+
+_TO_THREAD_SERVER = """
+import asyncio, sys, threading, time
+import netserve.aio as aio
+
+class ToThread(aio.AsyncRequestHandler):
+    async def handle(self):
+        await self.readline()
+        self.write(b"started\\n")  # sent before the call below is submitted, in this step
+        await asyncio.to_thread(time.sleep, {sleep})
+
+server = aio.AsyncServer(ToThread, [("127.0.0.1", 0)])
+
+def stop_when_told():
+    sys.stdin.readline()
+    server.request_stop(graceful=False)
+
+threading.Thread(target=stop_when_told, daemon=True).start()
+server.serve({loop!r}, on_ready=lambda: print(server.addresses[0][1], flush=True))
+"""
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_the_process_exits_after_a_stop_while_a_call_is_stuck_in_the_default_executor(
+    loop_name: str,
+) -> None:
+    script = _TO_THREAD_SERVER.format(sleep=6 * WAIT, loop=loop_name)
+    package_root = str(Path(aio.__file__).parents[2])  # the netserve under test
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": package_root},
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert select.select([proc.stdout], [], [], WAIT)[0], "the server did not start"
+        port = int(proc.stdout.readline())  # printed once the server accepts
+        with connect(("127.0.0.1", port)) as sock:
+            assert ask(sock, b"go") == b"started\n"
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            # not the 60 s sleep: neither serve() nor the interpreter's exit waits for it
+            assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
 
 
 def test_a_fast_stop_cuts_a_graceful_stop_short(loop: str) -> None:

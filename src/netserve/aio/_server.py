@@ -34,7 +34,7 @@ from ._epoll import EpollHub, _Listener, epoll_available
 from ._loop import loop_name, run
 from ._messages import LengthPrefixedHandler, LineHandler, _MessageHandler
 from ._stream import AsyncRequestHandler
-from ._threads import BlockingPool
+from ._threads import BlockingPool, DaemonExecutor
 
 __all__ = [
     "HEARTBEAT_INTERVAL",
@@ -60,8 +60,10 @@ IDLE_SWEEPS_PER_TIMEOUT: Final = 4
 #: The longest time between two idle sweeps, however long ``idle_timeout`` is, so that a
 #: sweep never has a backlog of many minutes of connections to close at once.
 MAX_SWEEP_INTERVAL: Final = 1.0
-#: How long ``serve()`` waits, after the loop has stopped, for blocking-handler threads to
-#: end; a thread stuck in a handler is left behind (they are daemon threads).
+#: How long ``serve()`` waits, after the loop has stopped, for the threads of each of its
+#: pools to end: the blocking handlers', and the loop's default executor (``to_thread``,
+#: ``run_in_executor(None, ...)``). A thread stuck in a call is left behind (they are daemon
+#: threads), so that a stop never waits for a call that may never return.
 POOL_JOIN_TIMEOUT: Final = 1.0
 
 #: The loop errors a loop made by ``serve()`` reports are logged at most once per this many
@@ -306,7 +308,12 @@ class AsyncServer:
 
     def serve(self, loop: str = "auto", on_ready: Callable[[], object] | None = None) -> None:
         """Serve on a new event loop (``"auto"``, ``"uvloop"`` or ``"asyncio"``) until
-        stopped, then close the loop. Blocks; stop it with ``request_stop()``."""
+        stopped, then close the loop. Blocks; stop it with ``request_stop()``.
+
+        The loop's default executor (``asyncio.to_thread``, ``run_in_executor(None, ...)``)
+        is a ``DaemonExecutor``: once stopped, this waits at most ``POOL_JOIN_TIMEOUT``
+        seconds for the calls still running in it (and as long for blocking handlers), then
+        returns with a warning, leaving them to their daemon threads."""
         try:
             run(self._serve_on_own_loop(on_ready), loop)
         finally:
@@ -316,7 +323,9 @@ class AsyncServer:
                     logger.warning("threads still busy in blocking handlers are left behind")
 
     async def _serve_on_own_loop(self, on_ready: Callable[[], object] | None) -> None:
-        asyncio.get_running_loop().set_exception_handler(self._loop_error)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self._loop_error)
+        loop.set_default_executor(DaemonExecutor(POOL_JOIN_TIMEOUT))
         await self.serve_forever(on_ready)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

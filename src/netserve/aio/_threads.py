@@ -1,24 +1,45 @@
-"""The bounded set of threads that runs blocking message handlers for the event loop.
+"""The bounded sets of threads the event-loop server runs blocking calls in.
 
-The loop holds every connection; only the calls into a ``blocking = True`` handler
-(``setup``, ``handle_line``/``handle_frame``, ``finish``) run here, so ten thousand
-connections need only as many threads as requests that block at the same time.
+``BlockingPool`` runs blocking message handlers: the loop holds every connection; only the
+calls into a ``blocking = True`` handler (``setup``, ``handle_line``/``handle_frame``,
+``finish``) run there, so ten thousand connections need only as many threads as requests
+that block at the same time. ``DaemonExecutor`` is the default executor of the loops
+``AsyncServer.serve()`` makes (``asyncio.to_thread``, ``run_in_executor(None, ...)``).
+Both use daemon threads and wait a bounded time for them: a call stuck in a thread never
+keeps a stopped server's process alive.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
-from queue import SimpleQueue
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from queue import Empty, SimpleQueue
+from typing import Any, Final, ParamSpec, TypeVar
 
 from .._errors import ConfigError
 from .._log import logger
 
-__all__ = ["BlockingPool"]
+__all__ = ["DEFAULT_EXECUTOR_THREADS", "BlockingPool", "DaemonExecutor"]
+
+#: The most threads a ``DaemonExecutor`` runs at once by default: what asyncio's own default
+#: executor allows (``ThreadPoolExecutor``'s default), so that moving to it changes no limit.
+DEFAULT_EXECUTOR_THREADS: Final = min(32, (os.cpu_count() or 1) + 4)
 
 _Job = tuple[Callable[[Any], object], Any]
+_Call = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _join_all(threads: list[threading.Thread], timeout: float) -> int:
+    """Wait up to *timeout* seconds in all for *threads* to end; return how many did not."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return sum(1 for thread in threads if thread.is_alive())
 
 
 class BlockingPool:
@@ -67,10 +88,7 @@ class BlockingPool:
     def join(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds in all for the threads to end (after ``close()``);
         True if they all did."""
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
+        return _join_all(self._threads, timeout) == 0
 
     def _work(self) -> None:
         get = self._queue.get
@@ -81,3 +99,113 @@ class BlockingPool:
             except BaseException:
                 logger.exception("a blocking handler job escaped its error handling")
             del item, job, arg  # drop the connection before waiting for the next job
+
+
+class DaemonExecutor(ThreadPoolExecutor):
+    """A default executor for an event loop whose threads cannot keep the process alive.
+
+    As asyncio's own default executor: at most *max_workers* threads, started as calls need
+    them and reused once idle. Unlike it, the threads are daemons (the interpreter does not
+    join them at exit), and ``shutdown(wait=True)``, which closing the loop calls, waits at
+    most *join_timeout* seconds: calls still running then are left to finish in their
+    threads, and a warning says how many. Calls queued before ``shutdown()`` still run
+    (unless *cancel_futures*); ``submit()`` after it raises RuntimeError. A call's error is
+    set on its future, as ``ThreadPoolExecutor`` does.
+
+    It subclasses ``ThreadPoolExecutor`` only because asyncio's ``set_default_executor()``
+    requires one; none of the base class's threads or queues are used.
+    """
+
+    def __init__(
+        self,
+        join_timeout: float,
+        max_workers: int = DEFAULT_EXECUTOR_THREADS,
+        name: str = "netserve-aio-executor",
+    ) -> None:
+        if max_workers < 1:
+            raise ConfigError(f"max_workers: must be at least 1, got {max_workers}")
+        super().__init__(max_workers, name)
+        self._join_timeout = join_timeout
+        self._name = name
+        self._most = max_workers
+        self._calls: SimpleQueue[_Call | None] = SimpleQueue()
+        self._idle_threads = threading.Semaphore(0)  # released by each thread between calls
+        self._started: list[threading.Thread] = []
+        self._lock = threading.Lock()  # guards _closed and _started
+        self._closed = False
+
+    @property
+    def threads(self) -> int:
+        """How many threads have been started so far (never more than *max_workers*)."""
+        return len(self._started)
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        """Run ``fn(*args, **kwargs)`` in a thread; RuntimeError after ``shutdown()``."""
+        future: Future[_T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            self._calls.put((future, fn, args, kwargs))
+            if not self._idle_threads.acquire(blocking=False) and len(self._started) < self._most:
+                self._start_thread()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Let the threads end once the calls queued are done; with *wait*, wait for them
+        for at most *join_timeout* seconds, then log a warning naming how many calls are
+        still running and leave them. With *cancel_futures*, calls not started yet are
+        cancelled instead of run. Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if cancel_futures:
+                    self._cancel_queued()
+                for _ in self._started:
+                    self._calls.put(None)
+            threads = list(self._started)
+        if wait:
+            running = _join_all(threads, self._join_timeout)
+            if running:
+                logger.warning(
+                    "calls still running in the event loop's default executor "
+                    "(asyncio.to_thread, run_in_executor) %g s after the loop stopped: %d; "
+                    "leaving them to their daemon threads",
+                    self._join_timeout,
+                    running,
+                )
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"{self._name}-{len(self._started)}", daemon=True
+        )
+        thread.start()
+        self._started.append(thread)
+
+    def _cancel_queued(self) -> None:
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except Empty:
+                return
+            if call is not None:
+                call[0].cancel()
+
+    def _work(self) -> None:
+        get = self._calls.get
+        while (call := get()) is not None:
+            _run_call(call)
+            del call  # hold nothing of a call while idle
+            self._idle_threads.release()
+
+
+def _run_call(call: _Call) -> None:
+    """Run a call unless its future was cancelled, and set its outcome on the future."""
+    future, fn, args, kwargs = call
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
