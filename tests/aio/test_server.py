@@ -4,6 +4,7 @@ and no leaks, over real loopback sockets on both loops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -200,6 +201,74 @@ def test_a_busy_blocking_handler_is_not_idle(loop: str) -> None:
 
     with serving(Slow, loop, idle_timeout=0.2) as running, running.connect() as sock:
         assert ask(sock, b"slow") == b"slow\n"
+
+
+#: A reply much larger than the kernel buffers of a client with small ones.
+BIG_REPLY = b"z" * (1 << 20)
+
+
+class Download(aio.LineHandler):
+    def handle_line(self, line: bytes) -> bytes:
+        return BIG_REPLY
+
+
+class StreamDownload(aio.AsyncRequestHandler):
+    async def handle(self) -> None:
+        while await self.readline():
+            self.write(BIG_REPLY + b"\n")
+            await self.drain()
+
+
+@pytest.fixture(params=[Download, StreamDownload], ids=["line", "stream"])
+def download(request: pytest.FixtureRequest) -> type:
+    return request.param  # type: ignore[no-any-return]
+
+
+def _read_slowly(sock: socket.socket, size: int, chunk: int, pause: float) -> int:
+    """Read *size* bytes, *chunk* at a time with *pause* seconds between reads; return how
+    many came before the end of input (or a reset)."""
+    received = 0
+    with contextlib.suppress(ConnectionResetError):
+        while received < size and (data := sock.recv(chunk)):
+            received += len(data)
+            time.sleep(pause)  # the client's pace
+    return received
+
+
+def test_a_client_reading_a_large_reply_slowly_is_not_idle(
+    loop: str, download: type, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="netserve")
+    idle_timeout = 0.5
+    with (
+        serving(download, loop, idle_timeout=idle_timeout) as running,
+        running.connect(small_buffers=True) as sock,
+    ):
+        sock.sendall(b"get\n")
+        start = time.monotonic()
+        # about 650 KB/s: the client's window (64 KiB) opens every ~0.1 s, and the whole
+        # reply takes about three idle timeouts
+        received = _read_slowly(sock, len(BIG_REPLY) + 1, 16384, 0.025)
+        assert time.monotonic() - start > idle_timeout
+        assert received == len(BIG_REPLY) + 1
+    assert "idle for" not in caplog.text
+
+
+def test_a_client_that_reads_none_of_a_large_reply_is_closed_after_the_idle_timeout(
+    loop: str, download: type, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="netserve")
+    idle_timeout = 0.3
+    with (
+        serving(download, loop, idle_timeout=idle_timeout) as running,
+        running.connect(small_buffers=True) as sock,
+    ):
+        assert wait_until(lambda: running.server.connections == 1)  # accepted
+        sock.sendall(b"get\n")
+        start = time.monotonic()
+        assert wait_until(lambda: running.server.connections == 0)
+        assert idle_timeout <= time.monotonic() - start < idle_timeout * 1.25 + 1.0
+    assert "idle for 0.3 s" in caplog.text
 
 
 # --- stopping ---------------------------------------------------------------------------------

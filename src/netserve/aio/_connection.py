@@ -11,6 +11,9 @@ asyncio callbacks (``connection_made``, ``data_received``, ``eof_received``,
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import sys
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from .._listeners import format_address
@@ -54,6 +57,11 @@ LOST: Final = 3  # connection_lost was called: the socket is closed
 REFUSED: Final = 4  # turned away by a limit; never counted, never served
 
 _UNKNOWN: Final[Any] = object()  # client_address not asked for yet
+
+# Linux's SIOCOUTQ: the bytes in a socket's send queue (not yet sent, or not yet acknowledged)
+_SIOCOUTQ: Final = 0x5411 if sys.platform.startswith("linux") else None
+_INT: Final = struct.Struct("i")
+_NO_BYTES: Final = bytes(_INT.size)
 
 
 class Connection(asyncio.Protocol):
@@ -136,6 +144,23 @@ class Connection(asyncio.Protocol):
         idle timeout measures. The default covers writes: a connection closing (flushing)
         or paused on a full write buffer."""
         return self._ns_state == CLOSING or bool(self._ns_paused & PAUSE_WRITE)
+
+    def _ns_unsent(self) -> int:
+        """The bytes written that the client has not received yet: what the transport
+        holds and, on Linux, what the kernel holds (the client's receive window is full
+        while it reads slowly). Costs a system call; for the idle sweep, not per request."""
+        if self._ns_state == LOST:
+            return 0  # its file descriptor may be another connection's by now
+        transport = self._ns_transport
+        unsent = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if _SIOCOUTQ is None or sock is None or sock.fileno() < 0:
+            return unsent
+        try:
+            queued: int = _INT.unpack(fcntl.ioctl(sock.fileno(), _SIOCOUTQ, _NO_BYTES))[0]
+        except OSError:  # closed meanwhile, or not a socket this ioctl knows
+            return unsent
+        return unsent + queued
 
     def _ns_begin_stop(self) -> None:
         """The server stops gracefully: finish what is in flight, then close."""

@@ -111,7 +111,8 @@ class AsyncServer:
     - *max_connections*, *max_connections_per_ip*: connections over a limit are closed at
       once, counted in ``refused`` (by reason) and logged at most once a second per reason.
     - *idle_timeout*: a connection waiting for its client (for a request, or for it to read
-      what was written) that long is closed, with a log line.
+      what was written) that long is closed, with a log line. A client still reading a
+      large reply, however slowly, is not idle.
     - *drain_timeout*: how long a graceful stop lets requests in flight finish.
     - *threads*: the pool that runs ``blocking = True`` message handlers (started only for
       them).
@@ -201,6 +202,8 @@ class AsyncServer:
         self._unix_paths: list[str] = []  # socket files this server made, removed on stop
         self._tick_handle: asyncio.TimerHandle | None = None
         self._next_sweep = self._next_heartbeat = 0.0
+        # id -> bytes not yet sent to its client when its idle period began, if any
+        self._unsent_at_idle: dict[int, int] = {}
         self._stop_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None  # wakes a drain wait early
@@ -548,6 +551,8 @@ class AsyncServer:
         """*connection* is done (closed, and its handler finished): count it out."""
         if self._connections.pop(id(connection), None) is None:
             return
+        if self._unsent_at_idle:
+            self._unsent_at_idle.pop(id(connection), None)
         if self.share is not None:
             self.share.closed()
             if self.max_connections is not None and len(self._connections) < self.max_connections:
@@ -599,22 +604,49 @@ class AsyncServer:
             self._tick_handle = loop.call_at(next_tick, self._tick)
 
     def _sweep(self) -> None:
-        """Close the connections that have waited for their client for idle_timeout."""
+        """Close the connections that have waited for their client for idle_timeout.
+
+        A client reading what was written to it is not idle: the bytes not yet sent to it
+        are noted when its connection's idle period begins (one system call), and if there
+        are fewer when it would be closed, a new idle period begins instead."""
         assert self.idle_timeout is not None
         interval = self._sweep_interval()
         # a connection idle since just after a sweep is seen idle by `limit` sweeps once it
         # has been idle for (limit - 1) intervals: so close at limit = timeout / interval + 1
         limit = math.ceil(self.idle_timeout / interval - 1e-9) + 1
-        for connection in list(self._connections.values()):
-            if connection._ns_waiting_for_client():
-                idle = connection._ns_idle + 1
-                connection._ns_idle = idle
-                if idle == limit:
-                    logger.info(
-                        "closed connection from %s: idle for %.1f s",
-                        format_address(connection.client_address),
-                        self.idle_timeout,
-                    )
-                    connection._ns_abort()
-            else:
+        for key, connection in list(self._connections.items()):
+            if not connection._ns_waiting_for_client():
                 connection._ns_idle = 0
+                continue
+            idle = connection._ns_idle + 1
+            if idle == 1:
+                self._note_unsent(key, connection._ns_unsent())
+            elif idle == limit and self._renew_if_read(key, connection):
+                idle = 1
+            connection._ns_idle = idle
+            if idle == limit:
+                logger.info(
+                    "closed connection from %s: idle for %.1f s",
+                    format_address(connection.client_address),
+                    self.idle_timeout,
+                )
+                connection._ns_abort()
+
+    def _note_unsent(self, key: int, unsent: int) -> None:
+        if unsent:
+            self._unsent_at_idle[key] = unsent
+        else:
+            self._unsent_at_idle.pop(key, None)
+
+    def _renew_if_read(self, key: int, connection: Connection) -> bool:
+        """If fewer bytes wait to be sent to the client of *connection* than when its idle
+        period began (it reads slowly, it has not gone), note how many and return True: a
+        new idle period begins."""
+        before = self._unsent_at_idle.get(key, 0)
+        if not before:
+            return False
+        unsent = connection._ns_unsent()
+        if unsent >= before:
+            return False
+        self._note_unsent(key, unsent)
+        return True
