@@ -438,6 +438,47 @@ def test_a_slow_blocking_handler_bounds_its_queue_and_pauses_reading(loop: str) 
         sender.join(WAIT)
 
 
+def test_a_slow_blocking_handler_bounds_the_bytes_it_queues(loop: str) -> None:
+    gate = threading.Event()
+    entered = threading.Event()
+
+    class GatedFrames(aio.LengthPrefixedHandler):
+        blocking = True
+
+        def handle_frame(self, payload: bytes) -> bytes:
+            entered.set()
+            gate.wait(WAIT)
+            return payload[:4]  # the frame's number
+
+    count, size = 32, 128 * 1024  # 4 MiB in far fewer frames than MAX_QUEUED_MESSAGES
+    frames = [frame(b"%04d" % n + bytes(size - 4)) for n in range(count)]
+    with (
+        serving(GatedFrames, loop, threads=1) as running,
+        running.connect(small_buffers=True) as sock,
+    ):
+        sender = threading.Thread(target=sock.sendall, args=(b"".join(frames),))
+        sender.start()
+        assert entered.wait(WAIT)  # the only thread is held: nothing takes from the queue
+        assert wait_until(
+            lambda: (
+                running.call(_paused_with_queue, running.server)
+                or running.call(_queued, running.server) == count - 1
+            )  # all read: no pause
+        )
+        # the byte bound, plus what one read can add (256 KiB) and the frame it completed
+        assert running.call(_queued_bytes, running.server) <= aio.MAX_QUEUED_BYTES + 384 * 1024
+        gate.set()
+        # reading resumes each time the queue is taken: every reply comes, in order
+        assert [read_frame(sock) for _ in range(count)] == [b"%04d" % n for n in range(count)]
+        sender.join(WAIT)
+
+
+def _queued_bytes(server: aio.AsyncServer) -> int:
+    return sum(
+        sum(map(len, getattr(c, "_ns_pending", None) or ())) for c in server._connections.values()
+    )
+
+
 def _input_paused(server: aio.AsyncServer) -> bool:
     return any(c._ns_paused & PAUSE_INPUT for c in server._connections.values())
 

@@ -22,7 +22,13 @@ Three kinds of handler, one instance per connection::
 
 from ._connection import LINGER_TIMEOUT, WRITE_HIGH_WATER, WRITE_LOW_WATER
 from ._loop import LOOP_CHOICES, loop_name, new_event_loop, run
-from ._messages import MAX_FRAME, MAX_QUEUED_MESSAGES, LengthPrefixedHandler, LineHandler
+from ._messages import (
+    MAX_FRAME,
+    MAX_QUEUED_BYTES,
+    MAX_QUEUED_MESSAGES,
+    LengthPrefixedHandler,
+    LineHandler,
+)
 from ._server import (
     HEARTBEAT_INTERVAL,
     IDLE_SWEEPS_PER_TIMEOUT,
@@ -43,6 +49,7 @@ __all__ = [
     "LOOP_CHOICES",
     "LOOP_ERROR_INTERVAL",
     "MAX_FRAME",
+    "MAX_QUEUED_BYTES",
     "MAX_QUEUED_MESSAGES",
     "MAX_SWEEP_INTERVAL",
     "POOL_JOIN_TIMEOUT",

@@ -10,8 +10,9 @@ block. With ``blocking = True`` every call into the handler (``setup``, the mess
 ``finish``) runs in the server's bounded thread pool while the loop keeps holding the
 connections. Either way a connection's messages are handled one at a time, in order, and
 the replies keep that order: in blocking mode the messages that arrive while one is being
-handled wait in a per-connection queue; past ``MAX_QUEUED_MESSAGES`` the server stops
-reading from that client until the queue is taken.
+handled wait in a per-connection queue; past ``MAX_QUEUED_MESSAGES`` messages or
+``MAX_QUEUED_BYTES`` bytes the server stops reading from that client until the queue is
+taken.
 """
 
 from __future__ import annotations
@@ -35,13 +36,25 @@ from ..proto import (
 )
 from ._connection import LOST, OPEN, PAUSE_INPUT, Connection, log_handler_error
 
-__all__ = ["MAX_FRAME", "MAX_QUEUED_MESSAGES", "LengthPrefixedHandler", "LineHandler"]
+__all__ = [
+    "MAX_FRAME",
+    "MAX_QUEUED_BYTES",
+    "MAX_QUEUED_MESSAGES",
+    "LengthPrefixedHandler",
+    "LineHandler",
+]
 
 #: Messages one connection may have waiting for a thread (blocking handlers) before the
 #: server stops reading from it: enough to keep a pipelining client's requests flowing, few
 #: enough that 10,000 connections cannot queue unbounded work. One read can add more than
 #: this at once (it is handled whole), so the bound is this plus one read's worth.
 MAX_QUEUED_MESSAGES: Final = 128
+#: Bytes of messages one connection may have waiting for a thread before the server stops
+#: reading from it: the count alone would let a client queue 128 messages of the largest
+#: size (128 MiB of ``MAX_FRAME`` frames). 1 MiB still keeps a pipelining client's requests
+#: flowing. As with the count, one read can add more at once, and a message larger than
+#: this is queued alone.
+MAX_QUEUED_BYTES: Final = 1024 * 1024
 
 #: The largest length-prefixed frame accepted by default: 1 MiB. A frame is held whole in
 #: memory before it is handled, and an event-loop server holds thousands of connections, so
@@ -253,8 +266,8 @@ class _MessageHandler(Connection):
                 self._ns_pending = pending = messages
             else:
                 pending.extend(messages)
-            if len(pending) >= MAX_QUEUED_MESSAGES:
-                self._ns_pause(PAUSE_INPUT)
+            if self._ns_busy and _queue_full(pending):
+                self._ns_pause(PAUSE_INPUT)  # until _ns_settle hands the queue to a thread
         if not self._ns_busy:
             self._ns_settle()
 
@@ -365,6 +378,15 @@ class _MessageHandler(Connection):
         if self._ns_ending is None:
             self._ns_ending = b""
         self._ns_pause(PAUSE_INPUT)
+
+
+def _queue_full(pending: list[bytes]) -> bool:
+    """Whether a connection's queue holds enough that reading from its client should wait.
+
+    The bytes are counted here rather than kept in a running total, which would cost every
+    connection a slot: the queue is short (reading pauses at these bounds), and is summed
+    only while a thread is busy with the connection."""
+    return len(pending) >= MAX_QUEUED_MESSAGES or sum(map(len, pending)) >= MAX_QUEUED_BYTES
 
 
 def _complete_before(framer: Framer) -> list[bytes]:
