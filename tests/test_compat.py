@@ -982,21 +982,45 @@ def test_server_close_from_the_only_pool_thread_does_not_wait_for_the_queue() ->
         thread.join(WAIT)
 
 
+@pytest.mark.parametrize("overflow", ["reject", "wait"])
 def test_serve_forever_returns_once_a_handler_closed_the_server(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, overflow: str
 ) -> None:
-    # the stdlib spins on accept() failing with EBADF until shutdown() is called
+    # the stdlib spins on accept() failing with EBADF until shutdown() is called; and the
+    # listener's descriptor number, free again, may be another socket's by the next turn
+    held: list[tuple[socket.socket, socket.socket]] = []
+    errors: list[BaseException] = []
+
     class Handler(netserve.BaseRequestHandler):
         def handle(self) -> None:
             self.server.server_close()
+            held.append(socket.socketpair())  # takes the lowest free descriptors
+
+    class Server(netserve.ThreadPoolTCPServer):
+        max_workers = 1
+        max_queued = 0
+
+    def serve() -> None:
+        try:
+            server.serve_forever(poll_interval=None)  # no periodic wakeup to rely on
+        except BaseException as exc:
+            errors.append(exc)
 
     caplog.set_level(logging.INFO, logger="netserve")
-    server = netserve.ThreadPoolTCPServer((HOST, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    Server.overflow = overflow  # type: ignore[assignment]
+    server = Server((HOST, 0), Handler)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    with socket.create_connection(server.server_address, timeout=WAIT) as client:
-        assert recv_until_eof(client) == b""
-    thread.join(WAIT)
-    assert not thread.is_alive()
-    assert "the listening socket was closed" in caplog.text
-    server.shutdown()  # returns at once: the loop has ended
+    try:
+        with socket.create_connection(server.server_address, timeout=WAIT) as client:
+            assert recv_until_eof(client) == b""
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        assert errors == []
+        assert "the listening socket was closed" in caplog.text
+    finally:
+        server.shutdown()  # returns at once once the loop has ended
+        thread.join(WAIT)
+        for pair in held:
+            for sock in pair:
+                sock.close()

@@ -205,6 +205,9 @@ class BaseServer:
                 selector.register(wakeup, selectors.EVENT_READ)
                 accepting = backing_off = False
                 while not control.stop_requested:
+                    if self._listener_closed():  # server_close() from a handler, say
+                        logger.info("the listening socket was closed: serve_forever() returns")
+                        break
                     pause = self._accept_paused_until - time.monotonic()
                     if (pause > 0) != backing_off:
                         backing_off = pause > 0
@@ -450,12 +453,6 @@ class BaseServer:
         except BlockingIOError:
             return False  # another worker took it first
         except OSError as exc:
-            control = self._loop_control
-            if exc.errno == errno.EBADF and control.serving_thread and self._listener_closed():
-                # server_close() from a handler, say: nothing will ever come again
-                logger.info("the listening socket was closed: serve_forever() returns")
-                control.request_stop()
-                return False
             pause = self._accept_policy.backoff_after(exc, self)
             if pause:
                 self._accept_paused_until = time.monotonic() + pause
@@ -704,8 +701,10 @@ class TCPServer(BaseServer):
         self.socket.listen(self.request_queue_size)
 
     def server_close(self) -> None:
-        """Close the listening socket, then finish and close the concurrency strategy."""
+        """Close the listening socket, then finish and close the concurrency strategy. A
+        ``serve_forever()`` still running (this is called from a handler) then returns."""
         self.socket.close()
+        self._loop_control.wake()  # its descriptor's number may be another socket's soon
         BaseServer.server_close(self)
 
     def fileno(self) -> int:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import subprocess
+import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -123,3 +128,58 @@ def test_the_executor_cancels_queued_calls_if_asked() -> None:
     release.set()
     assert running.result(WAIT) is True
     assert queued.cancelled()
+
+
+class _Big:
+    """An argument whose lifetime the tests watch."""
+
+
+def test_the_executor_frees_the_arguments_of_a_call_that_raised() -> None:
+    # without a GC, as the stdlib's executor does: a large buffer must not linger
+    executor = DaemonExecutor(join_timeout=1.0)
+    argument = _Big()
+    alive = weakref.ref(argument)
+
+    def fail(_: object) -> None:
+        raise ValueError("bad input")
+
+    gc.disable()
+    try:
+        future = executor.submit(fail, argument)
+        with pytest.raises(ValueError, match="bad input"):
+            future.result(5)
+        del argument, future
+        assert alive() is None
+    finally:
+        gc.enable()
+        executor.shutdown()
+
+
+def test_the_executors_threads_end_once_it_is_dropped_without_shutdown() -> None:
+    executor = DaemonExecutor(join_timeout=1.0)
+    futures = [executor.submit(time.sleep, 0) for _ in range(3)]
+    for future in futures:
+        future.result(5)
+    threads = list(executor._started)
+    del executor, futures
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_the_executors_default_bound_is_asyncios_also_with_fewer_cpus_allowed() -> None:
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs sched_setaffinity and two CPUs to restrict the process to one")
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
+        "from concurrent.futures import ThreadPoolExecutor;"
+        "from netserve.aio._threads import DEFAULT_EXECUTOR_THREADS as ours;"
+        "print(ours, ThreadPoolExecutor()._max_workers)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    ours, asyncios = result.stdout.split()
+    assert ours == asyncios

@@ -112,7 +112,10 @@ class AsyncServer:
       once, counted in ``refused`` (by reason) and logged at most once a second per reason.
     - *idle_timeout*: a connection waiting for its client (for a request, or for it to read
       what was written) that long is closed, with a log line. A client still reading a
-      large reply, however slowly, is not idle.
+      large reply is not idle as long as the server can see it read: the bytes waiting
+      for it must go down within each ``idle_timeout``. Its kernel lets them go in steps of
+      a segment or so (a few KB on a network, up to 64 KiB on loopback), so a client that
+      reads less than that per ``idle_timeout`` is closed.
     - *drain_timeout*: how long a graceful stop lets requests in flight finish.
     - *threads*: the pool that runs ``blocking = True`` message handlers (started only for
       them).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from queue import Empty, SimpleQueue
@@ -25,8 +26,11 @@ from .._log import logger
 __all__ = ["DEFAULT_EXECUTOR_THREADS", "BlockingPool", "DaemonExecutor"]
 
 #: The most threads a ``DaemonExecutor`` runs at once by default: what asyncio's own default
-#: executor allows (``ThreadPoolExecutor``'s default), so that moving to it changes no limit.
-DEFAULT_EXECUTOR_THREADS: Final = min(32, (os.cpu_count() or 1) + 4)
+#: executor allows (``ThreadPoolExecutor``'s default: the CPUs this process may use, from
+#: 3.13), so that moving to it changes no limit.
+DEFAULT_EXECUTOR_THREADS: Final = min(
+    32, (getattr(os, "process_cpu_count", os.cpu_count)() or 1) + 4
+)
 
 _Job = tuple[Callable[[Any], object], Any]
 _Call = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
@@ -110,7 +114,8 @@ class DaemonExecutor(ThreadPoolExecutor):
     most *join_timeout* seconds: calls still running then are left to finish in their
     threads, and a warning says how many. Calls queued before ``shutdown()`` still run
     (unless *cancel_futures*); ``submit()`` after it raises RuntimeError. A call's error is
-    set on its future, as ``ThreadPoolExecutor`` does.
+    set on its future, as ``ThreadPoolExecutor`` does. Dropped without ``shutdown()``, its
+    idle threads end, as a ``ThreadPoolExecutor``'s do.
 
     It subclasses ``ThreadPoolExecutor`` only because asyncio's ``set_default_executor()``
     requires one; none of the base class's threads or queues are used.
@@ -133,6 +138,8 @@ class DaemonExecutor(ThreadPoolExecutor):
         self._started: list[threading.Thread] = []
         self._lock = threading.Lock()  # guards _closed and _started
         self._closed = False
+        # the threads hold no reference to the executor: once it is dropped, they end
+        weakref.finalize(self, _end_threads, self._calls, self._started)
 
     @property
     def threads(self) -> int:
@@ -176,7 +183,10 @@ class DaemonExecutor(ThreadPoolExecutor):
 
     def _start_thread(self) -> None:
         thread = threading.Thread(
-            target=self._work, name=f"{self._name}-{len(self._started)}", daemon=True
+            target=_work,
+            args=(self._calls, self._idle_threads),
+            name=f"{self._name}-{len(self._started)}",
+            daemon=True,
         )
         thread.start()
         self._started.append(thread)
@@ -190,22 +200,32 @@ class DaemonExecutor(ThreadPoolExecutor):
             if call is not None:
                 call[0].cancel()
 
-    def _work(self) -> None:
-        get = self._calls.get
-        while (call := get()) is not None:
-            _run_call(call)
-            del call  # hold nothing of a call while idle
-            self._idle_threads.release()
+
+def _work(calls: SimpleQueue[_Call | None], idle_threads: threading.Semaphore) -> None:
+    """A ``DaemonExecutor`` thread: run calls until told to end (None)."""
+    get = calls.get
+    while (call := get()) is not None:
+        _run_call(call)
+        del call  # hold nothing of a call while idle
+        idle_threads.release()
+
+
+def _end_threads(calls: SimpleQueue[_Call | None], started: list[threading.Thread]) -> None:
+    for _ in started:
+        calls.put(None)
 
 
 def _run_call(call: _Call) -> None:
     """Run a call unless its future was cancelled, and set its outcome on the future."""
     future, fn, args, kwargs = call
+    del call
     if not future.set_running_or_notify_cancel():
         return
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
         future.set_exception(exc)
+        # the traceback holds this frame: drop the arguments, or they live until a GC
+        del future, fn, args, kwargs, exc
     else:
         future.set_result(result)
