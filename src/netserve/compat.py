@@ -45,7 +45,7 @@ __all__ = [
     "ThreadingUnixStreamServer",
 ]
 
-if TYPE_CHECKING:  # the mixins see the server's hooks; at run time they derive from object
+if TYPE_CHECKING:  # the mixins see the server's hooks; at run time, see the else branch
     from ._server import BaseServer as _MixinBase
     from ._server import BaseServer as _StdlibForking
     from ._server import BaseServer as _StdlibThreading
