@@ -102,19 +102,16 @@ class ThreadPool:
         self._threads: list[threading.Thread] = []
         self._serving_here = threading.local()  # .on while a worker thread runs a request
 
-    def _start_threads_in_child(self) -> None:
-        with self._lock:  # two servers may share the pool: one of them starts the threads
+    def _start_threads(self) -> None:
+        """Start the threads unless they are started (in a forked child, two servers sharing
+        the pool may both ask at their first request) or the pool is closed."""
+        with self._lock:
             if self._threads or self._closing:
                 return
-            self._threads = [self._new_thread(n) for n in range(self.max_workers)]
-        for thread in self._threads:
-            thread.start()
-
-    def _new_thread(self, number: int) -> threading.Thread:
-        return threading.Thread(target=self._work, name=f"netserve-pool-{number}", daemon=True)
-
-    def _start_threads(self) -> None:
-        self._threads = [self._new_thread(n) for n in range(self.max_workers)]
+            self._threads = [
+                threading.Thread(target=self._work, name=f"netserve-pool-{n}", daemon=True)
+                for n in range(self.max_workers)
+            ]
         for thread in self._threads:
             thread.start()
 
@@ -168,7 +165,7 @@ class ThreadPool:
         With overflow ``"wait"``, a full pool makes this wait for room.
         """
         if not self._threads:  # in a child forked since: start them, once
-            self._start_threads_in_child()
+            self._start_threads()
         with self._lock:
             while self._full() and self.overflow == "wait" and not self._closing:
                 self._wait_for_change(None)
