@@ -275,6 +275,26 @@ def test_limits_and_verify_request_must_both_accept(clients: list[socket.socket]
 # --- idle timeout ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("idle_timeout", 0),  # would make every connection non-blocking: dropped unread
+        ("idle_timeout", 1e10),  # settimeout() overflows: serve_forever() would raise
+        ("drain_timeout", 1e10),  # the drain's wait overflows
+        ("drain_timeout", -1),
+    ],
+)
+def test_timeouts_that_cannot_work_are_refused_up_front(name: str, value: float) -> None:
+    with pytest.raises(netserve.ConfigError, match=f"^{name}: "):
+        netserve.TCPServer(("127.0.0.1", 0), LineReverse, **{name: value})
+
+
+def test_the_longest_timeouts_accepted_work() -> None:
+    server = netserve.TCPServer(("127.0.0.1", 0), LineReverse, idle_timeout=1e7, drain_timeout=0)
+    with run_server(server) as address, connect(address) as client:
+        assert ask(client, b"abc") == b"cba\n"
+
+
 def test_idle_client_is_disconnected_with_a_log_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import selectors
 import socket
 import sys
@@ -27,6 +26,7 @@ from ._errors import ConfigError, IdleTimeoutError
 from ._listeners import ACCEPT_BACKOFF, AcceptErrorPolicy, format_address
 from ._log import RateLimitedLog, logger
 from ._types import Address, ClientAddress, RequestHandlerFactory
+from .config import MAX_TIMEOUT
 from .strategies import ConcurrencyStrategy, ThreadPool
 
 __all__ = ["BaseServer", "TCPServer", "UDPServer", "UnixDatagramServer", "UnixStreamServer"]
@@ -619,10 +619,19 @@ def _check_options(server: BaseServer) -> None:
         value = getattr(server, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name}: expected a whole number of at least 1, got {value!r}")
-    for name in ("idle_timeout", "drain_timeout"):
+    # idle_timeout 0 would make each connection non-blocking, and past MAX_TIMEOUT every
+    # settimeout() of an accepted connection (or a drain's wait) overflows
+    for name, zero_ok in (("idle_timeout", False), ("drain_timeout", True)):
         value = getattr(server, name)
-        if value is not None and not (isinstance(value, int | float) and 0 <= value < math.inf):
-            raise ConfigError(f"{name}: expected a finite number of seconds, got {value!r}")
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or not (
+            (value >= 0 if zero_ok else value > 0) and value <= MAX_TIMEOUT
+        ):
+            low = "0" if zero_ok else "more than 0"
+            raise ConfigError(
+                f"{name}: expected seconds, from {low} to {MAX_TIMEOUT:g}, got {value!r}"
+            )
 
 
 def _drain_wakeups(wakeup: socket.socket) -> None:
