@@ -439,6 +439,29 @@ def test_drain_timeout_closes_what_remains_with_a_log_line(
     assert "closing connection from 127.0.0.1" in caplog.text
 
 
+def test_drain_timeout_ends_a_request_served_inline_with_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    HalfLine.began.clear()
+    server = netserve.TCPServer(("127.0.0.1", 0), HalfLine)  # no strategy: serves inline
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = connect(server.server_address)
+    try:
+        client.sendall(b"abcd")
+        assert HalfLine.began.wait(WAIT)
+        stopper = threading.Thread(target=server.shutdown, kwargs={"drain_timeout": 0.2})
+        stopper.start()
+        stopper.join(WAIT)
+        assert not stopper.is_alive()  # it did not wait for the silent client
+        assert not thread.is_alive()
+        assert closed_by_server(client)
+    finally:
+        client.close()
+        server.server_close()
+    assert "closing connection from 127.0.0.1" in caplog.text
+
+
 def test_graceful_shutdown_refuses_the_backlog_with_a_word(
     clients: list[socket.socket], caplog: pytest.LogCaptureFixture
 ) -> None:

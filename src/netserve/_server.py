@@ -171,6 +171,8 @@ class BaseServer:
         #: Connections shut by a drain timeout: errors their handlers then hit are expected.
         self._shut_by_server: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._serving_here = threading.local()  # .request: the one this thread serves now
+        #: ``(request, client_address)`` while ``serve_forever()`` serves one inline.
+        self._inline_request: tuple[Any, ClientAddress] | None = None
         self._limit_room = True  # what _tell_share_of_limit last published
         self._limit_room_lock = threading.Lock()
         if self._concurrency is not None:
@@ -274,7 +276,7 @@ class BaseServer:
         control = self._loop_control
         control.request_stop()
         if control.serving_thread != threading.get_ident():
-            control.stopped.wait()
+            self._wait_stopped(drain_timeout)
         if drain_timeout is None:
             return
         if self._request_served_here() is not None:
@@ -283,6 +285,29 @@ class BaseServer:
             ).start()
             return
         self._drain(drain_timeout)
+
+    def _wait_stopped(self, drain_timeout: float | None) -> None:
+        """Wait until ``serve_forever()`` has returned. A server without a strategy may be
+        serving a request inline: with *drain_timeout*, its connection is shut once that
+        has passed (with a log line), so that its handler ends and the loop with it."""
+        stopped = self._loop_control.stopped
+        if drain_timeout is not None and self._concurrency is None:
+            inline = None if stopped.wait(drain_timeout) else self._inline_request
+            if inline is not None and isinstance(inline[0], socket.socket):
+                self._shut_in_flight(*inline, drain_timeout)
+        stopped.wait()
+
+    def _shut_in_flight(self, conn: Any, client_address: ClientAddress, waited: float) -> None:
+        """Shut the connection of a request still running after a drain timeout (a log
+        line): its handler's reads and writes then fail or end, which is expected."""
+        logger.warning(
+            "closing connection from %s: still open %.1f s after the server began to stop",
+            format_address(client_address),
+            waited,
+        )
+        self._shut_by_server.add(conn)
+        with contextlib.suppress(OSError):  # closed meanwhile: the request ended
+            conn.shutdown(socket.SHUT_RDWR)
 
     def _drain(self, drain_timeout: float) -> None:
         """The graceful part of ``shutdown(drain_timeout=...)``."""
@@ -375,16 +400,8 @@ class BaseServer:
             return
         own = self._request_served_here()  # a handler closing its server: its client stays
         for conn, client_address in self._connections.snapshot():
-            if conn is own:
-                continue
-            logger.warning(
-                "closing connection from %s: still open %.1f s after the server began to stop",
-                format_address(client_address),
-                timeout,
-            )
-            self._shut_by_server.add(conn)
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+            if conn is not own:
+                self._shut_in_flight(conn, client_address, timeout or 0.0)
         if not strategy.drain(time.monotonic() + FORCED_CLOSE_GRACE):
             logger.warning(
                 "requests still running %.1f s after their connections were closed",
@@ -460,6 +477,7 @@ class BaseServer:
         if isinstance(request, socket.socket) and not self._admit(request, client_address):
             return True
         if self.verify_request(request, client_address):
+            self._inline_request = (request, client_address)  # for shutdown(drain_timeout=)
             try:
                 self.process_request(request, client_address)
             except Exception:
@@ -468,6 +486,8 @@ class BaseServer:
             except BaseException:
                 self.shutdown_request(request)
                 raise
+            finally:
+                self._inline_request = None
         else:
             self.shutdown_request(request)
         return True
