@@ -459,6 +459,34 @@ def test_forking_server_drain_shuts_what_children_still_serve(
     assert "closing connection from 127.0.0.1" in caplog.text
 
 
+@needs_fork
+def test_forking_server_drain_ends_children_holding_the_loop_at_max_children(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Server(netserve.ForkingTCPServer):
+        max_children = 1  # the loop then waits in collect_children() for the child to exit
+
+    server = make_server(Server, PidHandler)
+    start_serving(server, poll_interval=0.05)
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        client.sendall(b"half")  # in flight in a child until the drain timeout
+        assert wait_for(lambda: server.active_children)
+        pids = set(server.active_children)
+        stopper = threading.Thread(target=server.shutdown, kwargs={"drain_timeout": 0.3})
+        stopper.start()
+        stopper.join(WAIT)
+        try:
+            assert not stopper.is_alive()
+            assert recv_until_eof(client) == b""  # its connection was shut: the child ended
+        finally:
+            if stopper.is_alive():  # the loop still waits for its unreaped child: end it
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                stopper.join(WAIT)
+    assert not server.active_children
+    assert "closing connection from 127.0.0.1" in caplog.text
+
+
 class CloseEarly(netserve.BaseRequestHandler):
     """Answers, closes the connection, then goes on working for a while."""
 

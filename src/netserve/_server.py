@@ -287,27 +287,35 @@ class BaseServer:
         self._drain(drain_timeout)
 
     def _wait_stopped(self, drain_timeout: float | None) -> None:
-        """Wait until ``serve_forever()`` has returned. A server without a strategy may be
-        serving a request inline: with *drain_timeout*, its connection is shut once that
-        has passed (with a log line), so that its handler ends and the loop with it."""
+        """Wait until ``serve_forever()`` has returned. The loop may be held by a request
+        it serves inline (a server without a strategy), or by a forking server's wait for
+        a child to exit (``max_children``): with *drain_timeout*, once that has passed, the
+        connections in flight are shut, so that their requests end and the loop with them."""
         stopped = self._loop_control.stopped
-        if drain_timeout is not None and self._concurrency is None:
-            inline = None if stopped.wait(drain_timeout) else self._inline_request
-            if inline is not None and isinstance(inline[0], socket.socket):
-                self._shut_in_flight(*inline, drain_timeout)
+        if drain_timeout is not None and not stopped.wait(drain_timeout):
+            self._shut_in_flight(drain_timeout)
         stopped.wait()
 
-    def _shut_in_flight(self, conn: Any, client_address: ClientAddress, waited: float) -> None:
-        """Shut the connection of a request still running after a drain timeout (a log
-        line): its handler's reads and writes then fail or end, which is expected."""
-        logger.warning(
-            "closing connection from %s: still open %.1f s after the server began to stop",
-            format_address(client_address),
-            waited,
-        )
-        self._shut_by_server.add(conn)
-        with contextlib.suppress(OSError):  # closed meanwhile: the request ended
-            conn.shutdown(socket.SHUT_RDWR)
+    def _shut_in_flight(self, waited: float) -> None:
+        """Shut the connections of the requests still running after a drain timeout, with a
+        log line each: their handlers' reads and writes then end or fail, which is expected.
+        Not the one this thread serves (a handler closing its server: its client stays)."""
+        in_flight = {id(conn): (conn, address) for conn, address in self._connections.snapshot()}
+        inline = self._inline_request
+        if inline is not None and isinstance(inline[0], socket.socket):
+            in_flight.setdefault(id(inline[0]), inline)
+        own = self._request_served_here()
+        for conn, client_address in in_flight.values():
+            if conn is own:
+                continue
+            logger.warning(
+                "closing connection from %s: still open %.1f s after the server began to stop",
+                format_address(client_address),
+                waited,
+            )
+            self._shut_by_server.add(conn)
+            with contextlib.suppress(OSError):  # closed meanwhile: the request ended
+                conn.shutdown(socket.SHUT_RDWR)
 
     def _drain(self, drain_timeout: float) -> None:
         """The graceful part of ``shutdown(drain_timeout=...)``."""
@@ -398,10 +406,7 @@ class BaseServer:
         deadline = None if timeout is None else time.monotonic() + timeout
         if strategy.drain(deadline):
             return
-        own = self._request_served_here()  # a handler closing its server: its client stays
-        for conn, client_address in self._connections.snapshot():
-            if conn is not own:
-                self._shut_in_flight(conn, client_address, timeout or 0.0)
+        self._shut_in_flight(timeout or 0.0)
         if not strategy.drain(time.monotonic() + FORCED_CLOSE_GRACE):
             logger.warning(
                 "requests still running %.1f s after their connections were closed",
