@@ -4,7 +4,10 @@
 bound, and runs a ``Supervisor`` whose workers serve a tiny protocol: the server greets with
 ``hi PID``, the client sends a line, the server answers ``PID <line reversed>``. Each worker
 logs ``worker PID serving`` (after ``ready()``) and ``worker PID stopping graceful=...`` (from
-its ``on_stop`` callback) to stderr, which goes to a file the tests read.
+its ``on_stop`` callback) to stderr, which goes to a file the tests read. A worker that
+boots while a file ``broken`` exists in the script's directory fails to import; one that
+boots while a file ``hold`` exists waits there (without heartbeats) until it is removed,
+then fails if ``broken`` exists by then.
 """
 
 from __future__ import annotations
@@ -72,9 +75,16 @@ class Server(netserve.ThreadingTCPServer):
             self.worker.notify()
 
 
-def target(sockets, worker):
-    if OPTIONS.get("import_error"):
+def boot():
+    if OPTIONS.get("import_error") or os.path.exists("broken"):
         import netserve_test_missing_module  # noqa: F401
+
+
+def target(sockets, worker):
+    boot()
+    while os.path.exists("hold"):  # a worker booted now waits until the test removes it
+        threading.Event().wait(0.02)
+    boot()
     if OPTIONS.get("crash"):
         raise ValueError("target crashed on purpose")
     server = Server(sockets[0].getsockname(), Handler, bind_and_activate=False)
@@ -137,9 +147,10 @@ def wait_for(condition: Callable[[], T | None], what: str, timeout: float = POLL
 
 
 class Supervised:
-    """The supervisor subprocess, its log, and its workers."""
+    """The supervisor subprocess, its log, and its workers; ``directory`` is its own."""
 
     def __init__(self, tmp_path: Path, **options: Any) -> None:
+        self.directory = tmp_path
         script = tmp_path / "serve.py"
         script.write_text(SERVER_SCRIPT)
         self.log_path = tmp_path / "supervisor.log"

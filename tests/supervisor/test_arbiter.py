@@ -121,6 +121,28 @@ def test_hup_under_load_refuses_nothing_and_replaces_every_worker(
     assert "reload: 2 new workers ready; stopping 2 old workers" in supervised.log()
 
 
+def test_a_failed_reload_during_a_reload_keeps_the_worker_count(start_supervisor: Start) -> None:
+    """HUP, then HUP again to code that cannot load before the first new generation is
+    ready: the second reload is called off, the first goes on, and two workers remain."""
+    supervised = start_supervisor(workers=2)
+    first = supervised.wait_serving(2)
+    hold, broken = supervised.directory / "hold", supervised.directory / "broken"
+    hold.write_text("")  # the first new generation boots, and waits
+    supervised.send(signal.SIGHUP)
+    second = wait_for(
+        lambda: supervised.live_workers() - first if len(supervised.live_workers()) == 4 else None,
+        "a second generation booting",
+    )
+    broken.write_text("")
+    supervised.send(signal.SIGHUP)
+    supervised.wait_log(r"reload failed: worker pid \d+ cannot boot")
+    broken.unlink()
+    hold.unlink()
+    assert supervised.wait_serving(2) == second
+    assert supervised.request("done")[1] == "enod"
+    assert supervised.proc.poll() is None
+
+
 def test_ttin_and_ttou_change_the_worker_count(start_supervisor: Start) -> None:
     supervised = start_supervisor(workers=2)
     supervised.wait_serving(2)

@@ -89,7 +89,8 @@ class _Child:
     last_heartbeat: float
     reader: MessageReader = field(default_factory=MessageReader)
     ready: bool = False
-    old: bool = False  # of the generation a reload replaces
+    generation: int = 0  # how many reloads had begun when it was forked
+    old: bool = False  # of a generation a reload replaces
     stop_deadline: float | None = None  # set once it was asked (or said it would) stop
     said_stopping: bool = False  # it said it accepts no more
     killed: bool = False  # SIGKILL sent
@@ -113,6 +114,7 @@ class Arbiter:
         self._prctl = load_prctl()
         self._pid = os.getpid()
         self._next_age = 1
+        self._generation = 0  # the generation forked now: one more at each reload
         self._stopping: str | None = None  # "graceful" or "fast" once a stop began
         self._exit_code = 0
         self._boot_failed = False
@@ -214,6 +216,7 @@ class Arbiter:
         old = [child for child in self._children.values() if child.active]
         for child in old:
             child.old = True
+        self._generation += 1
         self._reload_deadline = time.monotonic() + self._settings.worker_timeout
         logger.info(
             "reload: starting %d new workers; %d old workers stop once they are ready",
@@ -340,7 +343,13 @@ class Arbiter:
         os.close(writer)
         now = time.monotonic()
         child = _Child(
-            pid=pid, age=age, channel=reader, slot=slot, spawned_at=now, last_heartbeat=now
+            pid=pid,
+            age=age,
+            channel=reader,
+            slot=slot,
+            spawned_at=now,
+            last_heartbeat=now,
+            generation=self._generation,
         )
         self._children[pid] = child
         self._selector.register(reader, selectors.EVENT_READ, child)
@@ -422,9 +431,19 @@ class Arbiter:
         """The target cannot be loaded (a bad deploy, a bad option). With no other worker
         serving, stop everything (once) and exit with ``EXIT_BOOT_ERROR``: restarting would
         only repeat the error. With workers serving, keep them: call off a reload (the old
-        generation stays), or retry the replacement with the back-off."""
+        generation stays), or retry the replacement with the back-off. A worker of a
+        generation that a later reload replaces needs no replacement: it is only logged."""
         reason = child.boot_error or f"exit code {EXIT_BOOT_ERROR}, no message received"
-        serving = [c for c in self._children.values() if c.ready and c.stop_deadline is None]
+        serving = [
+            c
+            for c in self._children.values()
+            if c.ready and c.stop_deadline is None and not c.killed
+        ]
+        if child.generation < self._generation and any(c.old for c in serving):
+            logger.error(
+                "worker pid %d of a generation being replaced cannot boot: %s", child.pid, reason
+            )
+            return  # a newer generation takes its place; the serving ones wait for it
         if self._reload_deadline is not None and any(c.old for c in serving):
             self._call_off_reload(child, reason)
             return
@@ -445,18 +464,29 @@ class Arbiter:
         self._begin_stop(graceful=True)
 
     def _call_off_reload(self, child: _Child, reason: str) -> None:
-        """A worker of the new generation cannot boot: stop the new generation, keep the old."""
-        self._reload_deadline = None
+        """A worker of the new generation cannot boot: stop the new generation, and bring
+        back the one it was replacing. If that one was itself replacing an older generation
+        (two reloads in a row), that earlier reload goes on: the oldest is stopped once the
+        generation brought back is ready."""
         logger.error(
             "reload failed: worker pid %d cannot boot: %s; the old workers keep serving",
             child.pid,
             reason,
         )
         for other in self._children.values():
-            if other.old:
-                other.old = False
-            elif other.active:
+            if other.active:
                 self._ask_to_stop(other, signal.SIGTERM, self._settings.graceful_timeout)
+        kept = [
+            c for c in self._children.values() if c.old and c.stop_deadline is None and not c.killed
+        ]  # not empty: one of them is serving (see _on_boot_error)
+        self._generation = max(c.generation for c in kept)
+        for other in kept:
+            if other.generation == self._generation:
+                other.old = False
+        if any(other.old for other in kept):
+            self._reload_deadline = time.monotonic() + self._settings.worker_timeout
+        else:
+            self._reload_deadline = None
 
     def _note_early_exit(self, now: float) -> None:
         if now - self._last_early_exit > BACKOFF_RESET_AFTER:
