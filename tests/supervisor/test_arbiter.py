@@ -143,6 +143,25 @@ def test_a_failed_reload_during_a_reload_keeps_the_worker_count(start_supervisor
     assert supervised.proc.poll() is None
 
 
+def test_a_failed_reload_after_ttou_keeps_the_count_ttou_set(start_supervisor: Start) -> None:
+    """TTOU during a reload, then the reload is called off: the old generation comes back
+    with the count TTOU set, not with the count it had."""
+    supervised = start_supervisor(workers=2)
+    first = supervised.wait_serving(2)
+    hold, broken = supervised.directory / "hold", supervised.directory / "broken"
+    hold.write_text("")
+    supervised.send(signal.SIGHUP)
+    wait_for(lambda: len(supervised.live_workers()) == 4, "a second generation booting")
+    supervised.send(signal.SIGTTOU)
+    supervised.wait_log(r"scaling down to 1 workers")
+    broken.write_text("")  # the new generation fails once it goes on
+    hold.unlink()
+    supervised.wait_log(r"reload failed: worker pid \d+ cannot boot")
+    (kept,) = supervised.wait_serving(1)
+    assert kept in first
+    assert supervised.request("done") == (kept, "enod")
+
+
 def test_ttin_and_ttou_change_the_worker_count(start_supervisor: Start) -> None:
     supervised = start_supervisor(workers=2)
     supervised.wait_serving(2)

@@ -232,6 +232,10 @@ class Arbiter:
             return
         self._target_count += delta
         logger.info("scaling %s to %d workers", "up" if delta > 0 else "down", self._target_count)
+        self._stop_surplus()
+
+    def _stop_surplus(self) -> None:
+        """Stop (TERM) the oldest active workers beyond the number wanted, if any."""
         active = sorted((c for c in self._children.values() if c.active), key=lambda c: c.age)
         for child in active[: max(0, len(active) - self._target_count)]:  # the oldest go
             self._ask_to_stop(child, signal.SIGTERM, self._settings.graceful_timeout)
@@ -483,6 +487,7 @@ class Arbiter:
         for other in kept:
             if other.generation == self._generation:
                 other.old = False
+        self._stop_surplus()  # TTOU during the reload: the count it set holds
         if any(other.old for other in kept):
             self._reload_deadline = time.monotonic() + self._settings.worker_timeout
         else:
