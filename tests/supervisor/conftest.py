@@ -7,7 +7,8 @@ logs ``worker PID serving`` (after ``ready()``) and ``worker PID stopping gracef
 its ``on_stop`` callback) to stderr, which goes to a file the tests read. A worker that
 boots while a file ``broken`` exists in the script's directory fails to import; one that
 boots while a file ``hold`` exists waits there (without heartbeats) until it is removed,
-then fails if ``broken`` exists by then.
+then fails if ``broken`` exists by then; one that boots while a file ``crash`` exists raises
+(a crash, not a boot error).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def target(sockets, worker):
     while os.path.exists("hold"):  # a worker booted now waits until the test removes it
         threading.Event().wait(0.02)
     boot()
-    if OPTIONS.get("crash"):
+    if OPTIONS.get("crash") or os.path.exists("crash"):
         raise ValueError("target crashed on purpose")
     server = Server(sockets[0].getsockname(), Handler, bind_and_activate=False)
     server.socket.close()

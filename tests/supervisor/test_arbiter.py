@@ -33,6 +33,9 @@ Start = Callable[..., Supervised]
 REPLACE_WITHIN = 2.0
 #: How long a fast stop may take end to end: the 1 s fast-stop wait plus process exits.
 FAST_STOP_BOUND = 5.0
+#: How long a test keeps the supervisor and its workers stopped (SIGSTOP): well past their
+#: 1 s worker_timeout plus the supervisor's longest wait. The stimulus, not a readiness wait.
+STOPPED_FOR = 3.0
 
 
 def test_killed_worker_is_replaced_while_the_other_serves(start_supervisor: Start) -> None:
@@ -160,6 +163,42 @@ def test_a_failed_reload_after_ttou_keeps_the_count_ttou_set(start_supervisor: S
     (kept,) = supervised.wait_serving(1)
     assert kept in first
     assert supervised.request("done") == (kept, "enod")
+
+
+def test_a_reload_whose_new_workers_crash_is_called_off(start_supervisor: Start) -> None:
+    """HUP to code that crashes at start (not an import error): once worker_timeout passes
+    with no new worker ready, the old workers keep serving instead of being stopped."""
+    supervised = start_supervisor(workers=2, worker_timeout=2.0)
+    old = supervised.wait_serving(2)
+    (supervised.directory / "crash").write_text("")
+    supervised.send(signal.SIGHUP)
+    supervised.wait_log(r"reload failed: no new worker ready after 2\.0 s")
+    assert "stopping the old anyway" not in supervised.log()
+    assert supervised.wait_serving(2) == old
+    assert supervised.request("still")[0] in old
+
+
+def test_a_stopped_supervisor_does_not_kill_its_workers_when_continued(
+    start_supervisor: Start,
+) -> None:
+    """SIGSTOP the supervisor and its workers (as Ctrl-Z or a frozen container does) for
+    longer than worker_timeout, then continue them, the supervisor first: the stall is not
+    taken for missing heartbeats."""
+    supervised = start_supervisor(workers=2, worker_timeout=1.0)
+    workers = supervised.wait_serving(2)
+    stopped = [supervised.pid, *sorted(workers)]
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(STOPPED_FOR)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    log = supervised.wait_log(r"did not run for|no heartbeat")
+    assert "no heartbeat" not in log, log
+    assert {supervised.request(f"r{n}")[0] for n in range(4)} <= workers
+    assert supervised.live_workers() == workers
+    assert "no heartbeat" not in supervised.log()
 
 
 def test_ttin_and_ttou_change_the_worker_count(start_supervisor: Start) -> None:

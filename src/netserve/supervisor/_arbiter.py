@@ -40,6 +40,10 @@ __all__ = ["Arbiter", "Settings"]
 #: The longest the loop sleeps when no deadline is nearer. Signals and messages wake it at
 #: once; this only bounds how stale its view could get if a wakeup were ever lost.
 LOOP_MAX_WAIT = 1.0
+#: The loop waking later than this past its deadline means the supervisor itself did not run
+#: (Ctrl-Z, SIGSTOP, a frozen container): its workers did not either, so the stall does not
+#: count against their heartbeats or their deadlines. Longer than a busy machine's delays.
+STALL_THRESHOLD = 1.0
 #: A worker that exits this soon after its spawn without being asked to counts as an early
 #: exit: it probably cannot start, and respawning it at once would loop.
 EARLY_EXIT_WINDOW = 5.0
@@ -142,7 +146,10 @@ class Arbiter:
                 self._enforce_deadlines(now)
                 self._advance_reload(now)
                 self._heal(now)
-                self._poll(self._wait_time())
+                wait = self._wait_time()
+                due = time.monotonic() + wait
+                self._poll(wait)
+                self._discount_stall(time.monotonic() - due)
             logger.info("supervisor pid %d: stopped", self._pid)
             return self._exit_code
         finally:
@@ -270,6 +277,29 @@ class Arbiter:
                 )
                 self._kill_child(child)
 
+    def _discount_stall(self, late: float) -> None:
+        """The loop woke *late* seconds past its deadline: past ``STALL_THRESHOLD``, the
+        supervisor was stopped (and its workers with it, as Ctrl-Z or a frozen container
+        stops them all). Their heartbeats could not come meanwhile: each worker's clock
+        starts over, and the other deadlines move on by *late*, rather than every worker
+        being killed at once."""
+        if late <= STALL_THRESHOLD:
+            return
+        logger.warning(
+            "the supervisor did not run for %.1f s (stopped or frozen?): "
+            "the workers' heartbeat clocks start over",
+            late,
+        )
+        now = time.monotonic()
+        for child in self._children.values():
+            child.last_heartbeat = now
+            if child.stop_deadline is not None:
+                child.stop_deadline += late
+        if self._reload_deadline is not None:
+            self._reload_deadline += late
+        if self._on_stop_due is not None:
+            self._on_stop_due += late
+
     def _kill_child(self, child: _Child) -> None:
         child.killed = True
         _kill(child.pid, signal.SIGKILL)
@@ -286,6 +316,12 @@ class Arbiter:
             for child in self._children.values()
             if child.old and child.stop_deadline is None and not child.killed
         ]
+        if not ready and any(c.ready for c in old):
+            # a new generation that cannot come up (it crashes, or hangs in its boot)
+            self._call_off_reload(
+                f"no new worker ready after {self._settings.worker_timeout:.1f} s"
+            )
+            return
         if ready < self._target_count:
             logger.warning(
                 "reload: only %d of %d new workers ready after %.1f s; stopping the old anyway",
@@ -449,7 +485,7 @@ class Arbiter:
             )
             return  # a newer generation takes its place; the serving ones wait for it
         if self._reload_deadline is not None and any(c.old for c in serving):
-            self._call_off_reload(child, reason)
+            self._call_off_reload(f"worker pid {child.pid} cannot boot: {reason}")
             return
         if serving and self._stopping is None:
             logger.error(
@@ -467,22 +503,18 @@ class Arbiter:
         logger.error("worker pid %d failed to boot: %s; stopping the supervisor", child.pid, reason)
         self._begin_stop(graceful=True)
 
-    def _call_off_reload(self, child: _Child, reason: str) -> None:
-        """A worker of the new generation cannot boot: stop the new generation, and bring
-        back the one it was replacing. If that one was itself replacing an older generation
-        (two reloads in a row), that earlier reload goes on: the oldest is stopped once the
-        generation brought back is ready."""
-        logger.error(
-            "reload failed: worker pid %d cannot boot: %s; the old workers keep serving",
-            child.pid,
-            reason,
-        )
+    def _call_off_reload(self, reason: str) -> None:
+        """The new generation cannot serve (*reason*: a worker cannot boot, or none is ready
+        by the deadline): stop it, and bring back the one it was replacing. If that one was
+        itself replacing an older generation (two reloads in a row), that earlier reload goes
+        on: the oldest is stopped once the generation brought back is ready."""
+        logger.error("reload failed: %s; the old workers keep serving", reason)
         for other in self._children.values():
             if other.active:
                 self._ask_to_stop(other, signal.SIGTERM, self._settings.graceful_timeout)
         kept = [
             c for c in self._children.values() if c.old and c.stop_deadline is None and not c.killed
-        ]  # not empty: one of them is serving (see _on_boot_error)
+        ]  # not empty: one of them is serving (see the callers)
         self._generation = max(c.generation for c in kept)
         for other in kept:
             if other.generation == self._generation:

@@ -29,8 +29,11 @@ class Supervisor:
       rest. SIGINT, SIGQUIT: fast stop — QUIT the workers, SIGKILL them after a second (also
       during a graceful stop, which it cuts short).
       SIGHUP: fork a new generation, and TERM the old one once every new worker has called
-      ``Worker.ready()`` (or after *worker_timeout*). SIGTTIN / SIGTTOU: one worker more /
-      one fewer (never below one).
+      ``Worker.ready()`` (or after *worker_timeout*, if at least one is ready; if none is,
+      the reload is called off and the old generation keeps serving). SIGTTIN / SIGTTOU: one
+      worker more / one fewer (never below one).
+    - A supervisor that did not run for a while (SIGSTOP, Ctrl-Z, a frozen container) does
+      not count that time against its workers' heartbeats and deadlines.
     - A target that raises ImportError (``netserve.HandlerImportError`` included) or another
       ``NetserveError`` (a ``ConfigError``) before ``Worker.ready()`` makes its worker exit
       with ``EXIT_BOOT_ERROR``; the supervisor logs the error once and stops, unless other
