@@ -393,6 +393,58 @@ def test_a_client_that_does_not_read_cannot_make_the_server_buffer_without_bound
         sender.join(WAIT)
 
 
+class Amplify(aio.LineHandler):
+    """Small requests, large replies: what a client that does not read asks for to make
+    the server hold the most."""
+
+    __slots__ = ()
+
+    def handle_line(self, line: bytes) -> bytes:
+        return line * 400  # 2001 bytes for a request of 6
+
+
+class BlockingAmplify(Amplify):
+    __slots__ = ()
+    blocking = True
+
+
+@pytest.mark.parametrize("handler", [Amplify, BlockingAmplify], ids=["inline", "blocking"])
+def test_large_replies_to_pipelined_requests_do_not_pile_up_for_a_client_that_does_not_read(
+    loop: str, handler: type[aio.LineHandler]
+) -> None:
+    count = 30000  # 180 KB of requests: one read takes thousands (64 KiB to 256 KiB)
+    requests = b"".join(b"%05d\n" % n for n in range(count))
+    with (
+        serving(handler, loop, threads=2) as running,
+        running.connect(small_buffers=True) as sock,
+    ):
+        sender = threading.Thread(target=sock.sendall, args=(requests,))
+        sender.start()
+        # the client reads nothing: once the server's writes back up and its handlers are
+        # idle, what it holds stays as it is
+        assert wait_until(lambda: running.call(_write_paused_and_idle, running.server))
+        held = running.call(_write_buffered, running.server)
+        # the high-water mark, and at most as much again from the replies of one batch
+        # (before, every message of a read was handled: tens of MB for this client)
+        assert held <= 2 * aio.WRITE_HIGH_WATER + 2001, held
+        # the requests not handled yet wait: at most one read's worth (256 KiB)
+        assert running.call(_queued_bytes, running.server) <= 256 * 1024
+        # nothing is lost, and the order is kept, as the client reads
+        for n in range(count):
+            assert recv_exactly(sock, 2001) == b"%05d" % n * 400 + b"\n", n
+        sender.join(WAIT)
+
+
+def _write_buffered(server: aio.AsyncServer) -> int:
+    return sum(c._ns_transport.get_write_buffer_size() for c in server._connections.values())
+
+
+def _write_paused_and_idle(server: aio.AsyncServer) -> bool:
+    return _write_paused(server) and not any(
+        getattr(c, "_ns_busy", False) for c in server._connections.values()
+    )
+
+
 def _write_paused(server: aio.AsyncServer) -> bool:
     return any(c._ns_paused & 1 for c in server._connections.values())
 

@@ -48,6 +48,7 @@ LINGER_TIMEOUT: Final = 2.0
 # Why reading is paused: a bit each, reading resumes when none is left.
 PAUSE_WRITE: Final = 1  # the transport is over WRITE_HIGH_WATER
 PAUSE_INPUT: Final = 2  # the handler has enough input waiting (read buffer, queued messages)
+PAUSE_HELD: Final = 4  # replies passed WRITE_HIGH_WATER: the messages left are handled first
 
 # The life of a connection.
 NEW: Final = 0  # before connection_made

@@ -12,7 +12,10 @@ connections. Either way a connection's messages are handled one at a time, in or
 the replies keep that order: in blocking mode the messages that arrive while one is being
 handled wait in a per-connection queue; past ``MAX_QUEUED_MESSAGES`` messages or
 ``MAX_QUEUED_BYTES`` bytes the server stops reading from that client until the queue is
-taken.
+taken. In both modes, once the replies to one read's messages pass ``WRITE_HIGH_WATER``
+bytes and the client does not take them, the messages left wait in that queue (reading
+paused) until it does: a client that pipelines small requests for large replies and reads
+nothing cannot make the server hold more than about one high-water mark of replies.
 """
 
 from __future__ import annotations
@@ -34,7 +37,16 @@ from ..proto import (
     LengthPrefixedFramer,
     LineFramer,
 )
-from ._connection import LOST, OPEN, PAUSE_INPUT, Connection, log_handler_error
+from ._connection import (
+    LOST,
+    OPEN,
+    PAUSE_HELD,
+    PAUSE_INPUT,
+    PAUSE_WRITE,
+    WRITE_HIGH_WATER,
+    Connection,
+    log_handler_error,
+)
 
 __all__ = [
     "MAX_FRAME",
@@ -159,12 +171,10 @@ class _MessageHandler(Connection):
         framer = self._ns_framer
         if framer is None:
             framer = self._ns_framer = self._ns_new_framer()
-        error: ProtocolError | None = None
         try:
             messages = framer.frames(data)
         except ProtocolError as exc:
             messages = _complete_before(framer)
-            error = exc
             self._ns_framer = None
             self._ns_ending = self._ns_error_reply(exc)
             self._ns_log_closing(logging.WARNING, exc)
@@ -180,15 +190,9 @@ class _MessageHandler(Connection):
                 self._ns_ending = b""  # close once its reply is sent
             self._ns_enqueue(messages)
             return
-        parts, failed = self._ns_run(messages)
-        if parts and self._ns_state == OPEN:
-            self._ns_transport.write(b"".join(parts))
-        if failed:
-            self._ns_close()
-        elif error is not None:
-            self._ns_close_after_error(self._ns_ending or b"")
-        elif self._ns_close_requested or last:
-            self._ns_close()
+        if last and self._ns_ending is None:
+            self._ns_ending = b""  # close once its reply is sent
+        self._ns_serve(messages)
 
     def eof_received(self) -> bool:
         framer = self._ns_framer
@@ -241,22 +245,76 @@ class _MessageHandler(Connection):
 
     # -- serving messages ----------------------------------------------------------------------
 
-    def _ns_run(self, messages: list[bytes]) -> tuple[list[bytes], bool]:
-        """Handle *messages* in order until one fails or the handler asks to close; return
-        the framed replies and whether the handler raised (logged here, with traceback)."""
+    def _ns_run(self, messages: list[bytes]) -> tuple[list[bytes], bool, list[bytes] | None]:
+        """Handle *messages* in order until one fails, the handler asks to close, or the
+        replies pass ``WRITE_HIGH_WATER`` bytes; return the framed replies, whether the
+        handler raised (logged here, with traceback), and the messages not handled because
+        the replies passed the mark (None if there are none)."""
         parts: list[bytes] = []
+        size = 0
         respond = self._ns_respond
+        remaining = iter(messages)
         try:
-            for message in messages:
+            for message in remaining:
                 reply = respond(message)
                 if reply is not None:
                     parts.append(reply)
+                    size += len(reply)
                 if self._ns_close_requested:
                     break
+                if size > WRITE_HIGH_WATER:
+                    return parts, False, list(remaining) or None
         except Exception:
             log_handler_error(self, self._ns_method)
-            return parts, True
-        return parts, False
+            return parts, True, None
+        return parts, False, None
+
+    def _ns_serve(self, messages: list[bytes]) -> None:
+        """Inline mode: handle *messages*, write their replies, then close if the handler
+        failed or asked to, or if an error reply or a stop is due (``_ns_ending``). When the
+        replies pass ``WRITE_HIGH_WATER`` bytes and the client does not take them (the
+        transport paused writing), the messages left wait in ``_ns_pending`` with reading
+        paused; ``resume_writing`` goes on with them."""
+        while True:
+            parts, failed, rest = self._ns_run(messages)
+            if parts and self._ns_state == OPEN:
+                self._ns_transport.write(b"".join(parts))
+            if failed:
+                self._ns_close()
+                return
+            if rest is None:
+                break
+            if self._ns_paused & PAUSE_WRITE:
+                self._ns_pending = rest
+                self._ns_pause(PAUSE_HELD)
+                return
+            messages = rest
+        if self._ns_ending is not None:
+            self._ns_close_after_error(self._ns_ending, client_done=self._ns_eof)
+        elif self._ns_close_requested or self._ns_eof:
+            self._ns_close()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._ns_pending is not None and not self._ns_busy:
+            # messages wait for the client to read (see _ns_serve, _ns_settle); not from
+            # here, where the transport is in the middle of its own write handling
+            self.server._ns_loop.call_soon(self._ns_go_on)
+
+    def _ns_go_on(self) -> None:
+        """The client read its replies: handle the messages that waited for it."""
+        pending = self._ns_pending
+        if pending is None or self._ns_busy or self._ns_state != OPEN:
+            return
+        if self._ns_paused & PAUSE_WRITE:
+            return  # paused again meanwhile: the next resume_writing comes back here
+        if self.blocking:
+            self._ns_settle()
+            return
+        self._ns_pending = None
+        self._ns_serve(pending)
+        if self._ns_pending is None:
+            self._ns_resume(PAUSE_HELD)
 
     def _ns_enqueue(self, messages: list[bytes]) -> None:
         """Blocking mode: queue *messages*; hand them to a thread if none is at work."""
@@ -290,6 +348,8 @@ class _MessageHandler(Connection):
             if self._ns_ending is None:
                 self._ns_ending = b""
         pending = self._ns_pending
+        if pending and self._ns_paused & PAUSE_WRITE:
+            return  # the client does not read its replies: resume_writing comes back here
         if pending:
             self._ns_pending = None
             self._ns_resume(PAUSE_INPUT)
@@ -314,11 +374,13 @@ class _MessageHandler(Connection):
             if self._ns_state == LOST:
                 self.server._ns_forget(self)
 
-    def _ns_report(self, parts: list[bytes] | None, failed: bool) -> None:
+    def _ns_report(
+        self, parts: list[bytes] | None, failed: bool, rest: list[bytes] | None = None
+    ) -> None:
         """From a pool thread: hand a job's outcome to the event loop."""
         # a closed loop: the server is gone, and this connection with it
         with contextlib.suppress(RuntimeError):
-            self.server._ns_loop.call_soon_threadsafe(self._ns_job_done, parts, failed)
+            self.server._ns_loop.call_soon_threadsafe(self._ns_job_done, parts, failed, rest)
 
     # -- jobs: these run in pool threads -------------------------------------------------------
 
@@ -333,8 +395,8 @@ class _MessageHandler(Connection):
         self._ns_report(None, False)
 
     def _ns_job_batch(self, messages: list[bytes]) -> None:
-        parts, failed = self._ns_run(messages)
-        self._ns_report(parts, failed)
+        parts, failed, rest = self._ns_run(messages)
+        self._ns_report(parts, failed, rest)
 
     def _ns_job_finish(self, _: object) -> None:
         try:
@@ -346,15 +408,25 @@ class _MessageHandler(Connection):
 
     # -- back on the loop ----------------------------------------------------------------------
 
-    def _ns_job_done(self, parts: list[bytes] | None, failed: bool) -> None:
+    def _ns_job_done(
+        self, parts: list[bytes] | None, failed: bool, rest: list[bytes] | None
+    ) -> None:
         """A setup or batch job is done: send its replies (*parts*; None for setup), close if
-        the handler failed, and go on."""
+        the handler failed, put the messages it left (*rest*: its replies passed the
+        high-water mark) back at the head of the queue, and go on."""
         self._ns_busy = False
         if parts and self._ns_state == OPEN:
             self._ns_transport.write(b"".join(parts))
         if failed:
             self._ns_pending = None
             self._ns_close()
+        elif rest is not None and self._ns_state == OPEN:
+            if self._ns_pending:
+                rest += self._ns_pending
+            self._ns_pending = rest
+            self._ns_pause(PAUSE_HELD)  # read on once the batches left find room
+        elif self._ns_paused & PAUSE_HELD:
+            self._ns_resume(PAUSE_HELD)
         self._ns_settle()
 
     # -- stopping ------------------------------------------------------------------------------
