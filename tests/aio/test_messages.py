@@ -3,6 +3,7 @@ both loops."""
 
 from __future__ import annotations
 
+import array
 import logging
 import resource
 import socket
@@ -634,6 +635,30 @@ def test_a_reply_too_long_for_the_header_is_a_handler_error(
         sock.sendall(frame(b"x", 1))
         assert read_frame(sock, 1) == b"x" * 255 or closed_by_server(sock)
     assert "too long for a 1-byte length header" in caplog.text
+
+
+class Words(aio.LengthPrefixedHandler):
+    """Replies that are bytes-like but not bytes, of items wider than a byte."""
+
+    def handle_frame(self, frame: bytes) -> bytes:
+        if frame == b"array":
+            return array.array("I", [1, 2, 3])  # type: ignore[return-value]
+        return memoryview(frame).cast("H")  # type: ignore[return-value]
+
+
+class BlockingWords(Words):
+    blocking = True
+
+
+@pytest.mark.parametrize("handler", [Words, BlockingWords], ids=["inline", "blocking"])
+def test_a_reply_of_wide_items_is_framed_with_its_length_in_bytes(
+    loop: str, handler: type[aio.LengthPrefixedHandler]
+) -> None:
+    with serving(handler, loop) as running, running.connect() as sock:
+        sock.sendall(frame(b"array") + frame(b"wxyz"))
+        # before, the headers said 3 and 2 (items, not bytes): the client lost the framing
+        assert read_frame(sock) == array.array("I", [1, 2, 3]).tobytes()
+        assert read_frame(sock) == b"wxyz"
 
 
 def test_a_client_closing_mid_frame_is_logged_at_debug(

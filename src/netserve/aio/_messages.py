@@ -612,9 +612,11 @@ class LengthPrefixedHandler(_MessageHandler):
         reply = self.handle_frame(message)
         if reply is None:
             return None
+        # the length in bytes: len() of an array or a memoryview counts its items
+        size = len(reply) if type(reply) is bytes else memoryview(reply).nbytes
         try:
-            return _HEADERS[self.header].pack(len(reply)) + reply
+            return _HEADERS[self.header].pack(size) + reply
         except struct.error:
             raise ValueError(
-                f"reply of {len(reply)} bytes is too long for a {self.header}-byte length header"
+                f"reply of {size} bytes is too long for a {self.header}-byte length header"
             ) from None
