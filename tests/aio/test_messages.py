@@ -317,6 +317,46 @@ def test_a_handler_error_closes_that_connection_only_and_is_logged(
     assert "ValueError: boom in handle_line" in caplog.text
 
 
+class Exits(aio.LineHandler):
+    """A blocking handler that raises what ``except Exception`` does not catch: in
+    ``handle_line`` for the line ``exit``, and in the method named by ``exit_in``."""
+
+    blocking = True
+    exit_in = ""
+
+    def setup(self) -> None:
+        if self.exit_in == "setup":
+            raise SystemExit("exit in setup")
+
+    def handle_line(self, line: bytes) -> bytes:
+        if line == b"exit":
+            raise SystemExit("exit in handle_line")
+        return line
+
+    def finish(self) -> None:
+        if self.exit_in == "finish":
+            raise SystemExit("exit in finish")
+
+
+@pytest.mark.parametrize("where", ["setup", "handle_line", "finish"])
+def test_a_blocking_handler_raising_systemexit_closes_its_connection_and_counts_it_out(
+    loop: str, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = type("Exits", (Exits,), {"exit_in": where})
+    with serving(handler, loop, threads=1) as running:
+        with running.connect() as sock:
+            if where != "setup":
+                assert ask(sock, b"hi") == b"hi\n"
+                sock.sendall(b"exit\n")
+            assert closed_by_server(sock)  # before: left open, busy for ever
+        # before: counted for ever (a max_connections slot, a descriptor)
+        assert wait_until(lambda: running.server.connections == 0)
+        handler.exit_in = ""
+        with running.connect() as other:  # the pool's only thread goes on serving
+            assert ask(other, b"next") == b"next\n"
+    assert f"exit in {where}" in caplog.text
+
+
 def test_a_setup_error_closes_and_skips_finish(
     loop: str, reverse: type[aio.LineHandler], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -383,6 +383,9 @@ class _MessageHandler(Connection):
             self.server._ns_loop.call_soon_threadsafe(self._ns_job_done, parts, failed, rest)
 
     # -- jobs: these run in pool threads -------------------------------------------------------
+    # A BaseException from the handler (SystemExit, KeyboardInterrupt) is left to the pool,
+    # which logs it; the job still reports, so that the connection is closed and counted out
+    # rather than left busy for ever.
 
     def _ns_job_setup(self, _: object) -> None:
         try:
@@ -391,11 +394,18 @@ class _MessageHandler(Connection):
             log_handler_error(self, "setup")
             self._ns_report(None, True)
             return
+        except BaseException:
+            self._ns_report(None, True)
+            raise
         self._ns_setup_done = True
         self._ns_report(None, False)
 
     def _ns_job_batch(self, messages: list[bytes]) -> None:
-        parts, failed, rest = self._ns_run(messages)
+        try:
+            parts, failed, rest = self._ns_run(messages)
+        except BaseException:
+            self._ns_report(None, True)
+            raise
         self._ns_report(parts, failed, rest)
 
     def _ns_job_finish(self, _: object) -> None:
@@ -403,8 +413,9 @@ class _MessageHandler(Connection):
             self.finish()
         except Exception:
             log_handler_error(self, "finish")
-        with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone
-            self.server._ns_loop.call_soon_threadsafe(self.server._ns_forget, self)
+        finally:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone
+                self.server._ns_loop.call_soon_threadsafe(self.server._ns_forget, self)
 
     # -- back on the loop ----------------------------------------------------------------------
 
