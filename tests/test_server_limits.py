@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import resource
 import socket
 import sys
@@ -460,6 +461,50 @@ def test_drain_timeout_ends_a_request_served_inline_with_a_log_line(
         client.close()
         server.server_close()
     assert "closing connection from 127.0.0.1" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "server_class", [netserve.TCPServer, netserve.ThreadPoolTCPServer], ids=["inline", "pool"]
+)
+def test_shutdown_with_an_unbounded_drain_waits_for_the_request_in_flight(
+    server_class: type[netserve.TCPServer],
+) -> None:
+    HalfLine.began.clear()
+    server = server_class(("127.0.0.1", 0), HalfLine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = connect(server.server_address)
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            server.shutdown(drain_timeout=math.inf)  # no limit: wait as long as it takes
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        client.sendall(b"abcd")
+        assert HalfLine.began.wait(WAIT)
+        stopper = threading.Thread(target=stop)
+        stopper.start()
+        client.sendall(b"ef\n")  # the request can finish: the drain ends with it
+        assert recv_all(client) == b"\nfedcba"
+        stopper.join(WAIT)
+        assert not stopper.is_alive()
+        assert errors == []  # before: OverflowError from the wait for the loop
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    finally:
+        client.close()
+        server.server_close()
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    """What the server sends until it closes (within WAIT)."""
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
 
 
 def test_graceful_shutdown_refuses_the_backlog_with_a_word(

@@ -266,12 +266,13 @@ class BaseServer:
         Called from the thread that runs ``serve_forever()`` (from a handler of a server that
         serves inline), it only asks the loop to stop and returns, instead of deadlocking.
         With *drain_timeout* the stop is graceful: requests in flight get up to
-        *drain_timeout* seconds to finish before the connections of those still running are
-        closed (each with a log line); meanwhile the connections waiting in the listen
-        backlog, and those made during the drain, are taken and refused (reason "stopping":
-        ``busy_message``, a log line). The listening socket stays open, as after a plain
-        ``shutdown()``. Called from a handler that this server runs in a thread, it starts
-        the drain in a thread of its own and returns: waiting would wait for the caller.
+        *drain_timeout* seconds (``math.inf``: no limit) to finish before the connections
+        of those still running are closed (each with a log line); meanwhile the connections
+        waiting in the listen backlog, and those made during the drain, are taken and
+        refused (reason "stopping": ``busy_message``, a log line). The listening socket
+        stays open, as after a plain ``shutdown()``. Called from a handler that this server
+        runs in a thread, it starts the drain in a thread of its own and returns: waiting
+        would wait for the caller.
         """
         control = self._loop_control
         control.request_stop()
@@ -290,9 +291,15 @@ class BaseServer:
         """Wait until ``serve_forever()`` has returned. The loop may be held by a request
         it serves inline (a server without a strategy), or by a forking server's wait for
         a child to exit (``max_children``): with *drain_timeout*, once that has passed, the
-        connections in flight are shut, so that their requests end and the loop with them."""
+        connections in flight are shut, so that their requests end and the loop with them.
+        A *drain_timeout* past ``MAX_TIMEOUT`` (``math.inf``: no limit) waits as long as it
+        takes: a wait that long would overflow."""
         stopped = self._loop_control.stopped
-        if drain_timeout is not None and not stopped.wait(drain_timeout):
+        if (
+            drain_timeout is not None
+            and drain_timeout <= MAX_TIMEOUT
+            and not stopped.wait(drain_timeout)
+        ):
             self._shut_in_flight(drain_timeout)
         stopped.wait()
 
@@ -403,7 +410,9 @@ class BaseServer:
         strategy = self._concurrency
         if strategy is None:
             return
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None
+        if timeout is not None and timeout <= MAX_TIMEOUT:  # past it (math.inf): no limit
+            deadline = time.monotonic() + timeout
         if strategy.drain(deadline):
             return
         self._shut_in_flight(timeout or 0.0)
