@@ -40,7 +40,7 @@ __all__ = ["Arbiter", "Settings"]
 #: The longest the loop sleeps when no deadline is nearer. Signals and messages wake it at
 #: once; this only bounds how stale its view could get if a wakeup were ever lost.
 LOOP_MAX_WAIT = 1.0
-#: The loop waking later than this past its deadline means the supervisor itself did not run
+#: A turn of the loop lasting this much longer than its wait means the supervisor did not run
 #: (Ctrl-Z, SIGSTOP, a frozen container): its workers did not either, so the stall does not
 #: count against their heartbeats or their deadlines. Longer than a busy machine's delays.
 STALL_THRESHOLD = 1.0
@@ -136,6 +136,8 @@ class Arbiter:
             self._signals.install()
             self._selector.register(self._signals.fileno(), selectors.EVENT_READ, None)
             logger.info("supervisor pid %d: %d workers", self._pid, self._target_count)
+            checked_at = time.monotonic()
+            wait = 0.0
             while True:
                 self._handle_signals()
                 self._reap()
@@ -143,13 +145,15 @@ class Arbiter:
                 if self._stopping is not None and not self._children:
                     break
                 now = time.monotonic()
+                # a turn takes its wait and a few milliseconds: the rest is a stall, wherever
+                # in the turn it came
+                self._discount_stall(now - checked_at - wait)
+                checked_at = now
                 self._enforce_deadlines(now)
                 self._advance_reload(now)
                 self._heal(now)
                 wait = self._wait_time()
-                due = time.monotonic() + wait
                 self._poll(wait)
-                self._discount_stall(time.monotonic() - due)
             logger.info("supervisor pid %d: stopped", self._pid)
             return self._exit_code
         finally:
@@ -278,11 +282,11 @@ class Arbiter:
                 self._kill_child(child)
 
     def _discount_stall(self, late: float) -> None:
-        """The loop woke *late* seconds past its deadline: past ``STALL_THRESHOLD``, the
-        supervisor was stopped (and its workers with it, as Ctrl-Z or a frozen container
-        stops them all). Their heartbeats could not come meanwhile: each worker's clock
-        starts over, and the other deadlines move on by *late*, rather than every worker
-        being killed at once."""
+        """A turn of the loop took *late* seconds more than its wait: past
+        ``STALL_THRESHOLD``, the supervisor was stopped (and its workers with it, as Ctrl-Z
+        or a frozen container stops them all). Their heartbeats could not come meanwhile:
+        each worker's clock starts over, and the other deadlines move on by *late*, rather
+        than every worker being killed at once."""
         if late <= STALL_THRESHOLD:
             return
         logger.warning(
