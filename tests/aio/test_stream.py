@@ -8,6 +8,7 @@ import contextlib
 import contextvars
 import logging
 import socket
+import sys
 import threading
 import time
 
@@ -674,3 +675,28 @@ def test_a_handler_cancelled_before_it_started_leaves_nothing_behind(loop: str) 
 
     aio.run(main(), loop)
     assert not started
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager task factories are 3.12+")
+def test_a_handler_done_in_an_eager_first_step_is_counted_out(loop: str) -> None:
+    class Greets(aio.AsyncRequestHandler):
+        async def handle(self) -> None:
+            self.write(b"hello\n")  # and done, without waiting: in its task's first step
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        server = aio.AsyncServer(Greets, ["127.0.0.1:0"], drain_timeout=0)
+        await server.start()
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(*server.addresses[0])
+            assert await asyncio.wait_for(reader.read(), WAIT) == b"hello\n"
+            writer.close()
+        for _ in range(int(WAIT / 0.01)):
+            if not server.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert server.connections == 0
+        await server.shutdown()
+
+    aio.run(main(), loop)

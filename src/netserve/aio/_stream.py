@@ -606,7 +606,11 @@ class AsyncRequestHandler(Connection):
         loop = self.server._ns_loop
         driver = self._ns_driver = _Driver(self, loop)
         # one name for all: a name per task would be a string per connection
-        self._ns_task = loop.create_task(driver, name=_TASK_NAME)
+        task = loop.create_task(driver, name=_TASK_NAME)
+        # an eager task factory (3.12+) runs the first step in create_task(): a handler that
+        # ended there has already counted itself out (_ns_ended), and must stay so
+        if not task.done():
+            self._ns_task = task
 
     def data_received(self, data: bytes) -> None:
         self._ns_idle = 0
