@@ -148,6 +148,20 @@ def test_max_connections_refuses_the_excess_at_once_and_counts_them(
     assert "max_connections (1 refused so far)" in refusals[0]
 
 
+def test_a_refused_client_gets_the_busy_message_then_the_close(
+    loop: str, handler: type, clients: list[socket.socket]
+) -> None:
+    with serving(handler, loop, max_connections=1, busy_message=b"busy, try later\n") as running:
+        clients.append(running.connect())
+        assert ask(clients[-1], b"in") == b"ni\n"
+        refused = running.connect()
+        clients.append(refused)
+        assert recv_until(refused, b"\n") == b"busy, try later\n"
+        assert closed_by_server(refused)
+        assert running.server.refused == {"max_connections": 1}
+        assert ask(clients[0], b"still") == b"llits\n"
+
+
 def test_max_connections_per_ip(loop: str, handler: type, clients: list[socket.socket]) -> None:
     with serving(handler, loop, max_connections_per_ip=2) as running:
         clients.extend(running.connect("127.0.0.1") for _ in range(2))

@@ -110,6 +110,8 @@ class AsyncServer:
 
     - *max_connections*, *max_connections_per_ip*: connections over a limit are closed at
       once, counted in ``refused`` (by reason) and logged at most once a second per reason.
+    - *busy_message*: written to a refused client before its connection is closed (as the
+      sync servers' ``busy_message``); empty, the default: nothing is written.
     - *idle_timeout*: a connection waiting for its client (for a request, or for it to read
       what was written) that long is closed, with a log line. A client still reading a
       large reply is not idle as long as the server can see it read: the bytes waiting
@@ -148,6 +150,7 @@ class AsyncServer:
         max_connections_per_ip: int | None = None,
         idle_timeout: float | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        busy_message: bytes = b"",
         threads: int = DEFAULT_THREADS,
         backlog: int = LISTEN_BACKLOG,
         heartbeat: Callable[[], object] | None = None,
@@ -183,6 +186,7 @@ class AsyncServer:
             raise ConfigError("listen: give at least one address or socket")
         self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
+        self.busy_message = bytes(busy_message)
         self.idle_timeout = idle_timeout
         self.drain_timeout = drain_timeout
         self.threads = threads
@@ -548,7 +552,10 @@ class AsyncServer:
             reason,
             self.refused[reason],
         )
-        connection._ns_transport.close()
+        transport = connection._ns_transport
+        if self.busy_message:
+            transport.write(self.busy_message)  # sent before the close, never waited for
+        transport.close()
 
     def _ns_forget(self, connection: Connection) -> None:
         """*connection* is done (closed, and its handler finished): count it out."""
