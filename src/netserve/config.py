@@ -68,7 +68,9 @@ class Config:
     udp: bool = _option(False, "serve datagrams (UDP, or Unix datagram sockets) instead of streams")
     threads: int = _option(
         DEFAULT_THREADS,
-        "threads per process, started up front and reused; 0: a new thread per connection",
+        "threads started up front and reused, per listener (for event-loop handlers: the "
+        "pool for blocking ones, per process); 0: a new thread per connection (event-loop "
+        f"handlers: {DEFAULT_THREADS})",
         metavar="N",
     )
     max_queued: int = _option(
@@ -81,10 +83,18 @@ class Config:
         choices=OVERFLOW_POLICIES,
     )
     max_connections: int | None = _option(
-        None, "connections open at once per process; more are refused", metavar="N", type=int
+        None,
+        "connections open at once, per listener (per process for event-loop handlers); "
+        "more are refused",
+        metavar="N",
+        type=int,
     )
     max_connections_per_ip: int | None = _option(
-        None, "connections open at once from one IP address", metavar="N", type=int
+        None,
+        "connections open at once from one IP address, per listener (per process for "
+        "event-loop handlers)",
+        metavar="N",
+        type=int,
     )
     idle_timeout: float | None = _option(
         None, "close a connection after this many seconds without traffic", metavar="S", type=float
