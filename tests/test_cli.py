@@ -965,7 +965,7 @@ def test_serve_help_lists_every_option() -> None:
 def test_client_help_lists_every_option() -> None:
     result = run_command(["client", "--help"])
     assert result.returncode == 0, result.stderr
-    for word in ("HOST:PORT", "message", "--timeout", "stdin"):
+    for word in ("HOST:PORT", "MESSAGE", "--timeout", "stdin"):
         assert word in result.stdout.replace("standard input", "stdin")
 
 

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netserve",
         description="Run socketserver-style request handlers. With no command, serve the "
-        "reverse-line demo on localhost:9999 (each line sent is answered reversed).",
+        "reverse-line demo on localhost:9999 (each line sent is answered reversed); options "
+        "without a command are those of serve (netserve --bind 127.0.0.1:0).",
     )
     parser.add_argument("--version", action="version", version=f"netserve {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -64,11 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         "standard input, as a line, and print each reply line.",
     )
     client.add_argument("address", metavar="HOST:PORT", help="the server to talk to")
-    client.add_argument("message", nargs="?", help="one line to send (default: read stdin)")
+    client.add_argument(
+        "message", nargs="?", metavar="MESSAGE", help="one line to send (default: read stdin)"
+    )
     client.add_argument(
         "--timeout",
         type=_seconds,
         default=CLIENT_TIMEOUT,
+        metavar="S",
         help="seconds to wait for each reply (default: %(default)s)",
     )
     return parser
@@ -94,13 +98,18 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if option.type is not None:
             kwargs["type"] = option.type
         if option.positional:
+            kwargs["help"] += " (default: %(default)s)"
             parser.add_argument(option.name, nargs="?", default=option.default, **kwargs)
         elif option.is_flag:
             parser.add_argument(option.flag, action="store_true", help=option.help)
         elif option.repeatable:
+            kwargs["help"] += f" (default: {' '.join(option.default)})"
             parser.add_argument(option.flag, dest=option.name, action="append", **kwargs)
         else:
-            kwargs["help"] += " (default: %(default)s)"
+            # None is "no limit": say it as the startup log line does
+            kwargs["help"] += (
+                " (default: none)" if option.default is None else " (default: %(default)s)"
+            )
             parser.add_argument(option.flag, dest=option.name, default=option.default, **kwargs)
     parser.set_defaults(config_fields=[option.name for option in options()])
 

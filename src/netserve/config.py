@@ -62,7 +62,8 @@ class Config:
     )
     bind: tuple[str, ...] = _option(
         (DEFAULT_BIND,),
-        "where to listen: HOST:PORT, [IPV6]:PORT or unix:PATH (repeatable)",
+        "where to listen: HOST:PORT, [IPV6]:PORT, :PORT (every IPv4 interface) or unix:PATH; "
+        "port 0 picks a free one (repeatable)",
         metavar="ADDRESS",
     )
     udp: bool = _option(False, "serve datagrams (UDP, or Unix datagram sockets) instead of streams")
