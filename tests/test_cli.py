@@ -294,6 +294,33 @@ def test_sigint_stops_promptly_with_a_client_connected(start_server: StartServer
     assert "Traceback" not in server.stderr
 
 
+def _process_state(pid: int) -> str:
+    """The state letter of ``/proc/PID/stat``: ``T`` for a stopped (suspended) process."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+@pytest.mark.parametrize(
+    "handler", ["netserve.demo:ReverseHandler", "netserve.demo:ReverseLineHandler"]
+)
+def test_without_workers_reload_and_scaling_signals_are_logged_and_quit_stops(
+    start_server: StartServer, handler: str
+) -> None:
+    server = start_server("serve", handler, "--bind", "127.0.0.1:0")
+    address = server.tcp_address()
+    with connect(address) as sock:
+        assert exchange(sock, b"before") == b"erofeb\n"
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            server.proc.send_signal(sig)
+            server.wait_for(rf"{sig.name} ignored: reloading and scaling need workers")
+            assert server.proc.poll() is None, server.stderr
+            assert _process_state(server.proc.pid) != "T", "suspended by " + sig.name
+            assert exchange(sock, b"after") == b"retfa\n"
+        code, _ = server.stop(signal.SIGQUIT)
+    assert code == 0, server.stderr
+    assert "stopping" in server.stderr
+    assert "Traceback" not in server.stderr
+
+
 def test_sigterm_closes_an_idle_client_after_the_drain_timeout(start_server: StartServer) -> None:
     # a graceful stop waits for the connected client's handler, up to --drain-timeout
     server = start_server(

@@ -340,6 +340,27 @@ def _peer(request: Any, client_address: ClientAddress) -> str:
 #: What ``ServerGroup`` reads from its stop socket: graceful, fast, a serve loop died.
 _STOP_WORDS = (b"G", b"F", b"X")
 
+#: Signals only a supervisor acts on (reload, one worker more or fewer). A single process logs
+#: them and serves on; left to their default actions, HUP would end it with no drain and
+#: TTIN/TTOU would suspend it.
+_SUPERVISOR_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGHUP", "SIGTTIN", "SIGTTOU") if hasattr(signal, name)
+)
+
+
+def _log_supervisor_signal(signum: int) -> None:
+    """Say that *signum* (one of ``_SUPERVISOR_SIGNALS``) is ignored here. Not from a signal
+    handler: from the code that reads the wakeup fd, or a loop's signal callback."""
+    logger.warning(
+        "%s ignored: reloading and scaling need workers (--workers N)", signal.Signals(signum).name
+    )
+
+
+def _note_signal_byte(word: bytes) -> None:
+    """A byte from the wakeup fd that is not a stop word: the number of a signal caught."""
+    if word and word[0] in _SUPERVISOR_SIGNALS:
+        _log_supervisor_signal(word[0])
+
 
 class ServerGroup:
     """Several servers, each serving in its own thread, stopped together.
@@ -384,6 +405,7 @@ class ServerGroup:
             on_started()
             word = self._stop_reader.recv(1)
             while word not in _STOP_WORDS:  # a signal number from the wakeup fd
+                _note_signal_byte(word)
                 word = self._stop_reader.recv(1)
             graceful = word == b"G"
             logger.info("stopping %s", "gracefully" if graceful else "now")
@@ -427,6 +449,8 @@ class ServerGroup:
                 logger.info("stopping now: requests still in flight are cut short")
                 for server in self.servers:
                     server._finish_in_flight(0.0)
+            elif word not in _STOP_WORDS:
+                _note_signal_byte(word)
         for closer in closers:
             closer.join()
 
@@ -465,7 +489,8 @@ def serve(
     *options* are ``Config`` fields (``threads``, ``workers``, ``max_connections``, ...).
     With ``workers=0`` this process serves; otherwise it supervises that many pre-forked
     worker processes. SIGTERM stops gracefully (requests in flight get ``drain_timeout``),
-    SIGINT at once. Returns the exit status to use (non-zero when workers could not boot).
+    SIGINT and SIGQUIT at once; without workers, SIGHUP, SIGTTIN and SIGTTOU are logged and
+    ignored. Returns the exit status to use (non-zero when workers could not boot).
     """
     if address is not None:
         options["bind"] = _bind_texts(address)
@@ -547,6 +572,9 @@ def _serve_on_event_loop(config: Config, handler: type[Any], install_signals: bo
                 loop = asyncio.get_running_loop()
                 loop.add_signal_handler(signal.SIGTERM, server.request_stop, True)
                 loop.add_signal_handler(signal.SIGINT, server.request_stop, False)
+                loop.add_signal_handler(signal.SIGQUIT, server.request_stop, False)
+                for signum in _SUPERVISOR_SIGNALS:
+                    loop.add_signal_handler(signum, _log_supervisor_signal, signum)
             _close_originals(listeners)
             _announce_event_loop(server, config)
 
@@ -601,8 +629,10 @@ def _bind_texts(address: str | tuple[Any, ...] | list[str | tuple[Any, ...]]) ->
 
 @contextlib.contextmanager
 def _signals_stop(stop: Callable[[bool], None], install: bool, wakeup_fd: int) -> Any:
-    """While in the block, SIGTERM calls ``stop(True)`` (graceful) and SIGINT ``stop(False)``;
-    *stop* must be signal-safe (only enqueue).
+    """While in the block, SIGTERM calls ``stop(True)`` (graceful), SIGINT and SIGQUIT
+    ``stop(False)``; *stop* must be signal-safe (only enqueue). The supervisor's other signals
+    (``_SUPERVISOR_SIGNALS``) are caught and do nothing but reach *wakeup_fd*, whose reader
+    logs them.
 
     A signal may be delivered to any thread, while Python runs its handlers only in the main
     thread, between bytecodes: so the signal number is also written to *wakeup_fd* (a
@@ -618,10 +648,16 @@ def _signals_stop(stop: Callable[[bool], None], install: bool, wakeup_fd: int) -
     def fast(signum: int, frame: FrameType | None) -> None:
         stop(False)
 
-    previous = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, graceful),
-        signal.SIGINT: signal.signal(signal.SIGINT, fast),
+    def noted(signum: int, frame: FrameType | None) -> None:
+        """Nothing here: the wakeup fd carries the number to the code that logs it."""
+
+    handlers: dict[signal.Signals, Callable[[int, FrameType | None], None]] = {
+        signal.SIGTERM: graceful,
+        signal.SIGINT: fast,
+        signal.SIGQUIT: fast,
+        **dict.fromkeys(_SUPERVISOR_SIGNALS, noted),
     }
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     previous_wakeup_fd = signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
     try:
         yield
