@@ -514,6 +514,22 @@ def test_a_unix_path_that_cannot_be_bound_is_one_error_line(tmp_path: Path) -> N
         assert f"cannot listen on {path}: " in assert_one_error_line(result.stderr)
 
 
+def test_a_unix_path_in_use_says_by_what(tmp_path: Path) -> None:
+    not_a_socket = tmp_path / "notes.txt"
+    not_a_socket.write_text("keep me")
+    result = run_command(["serve", "--bind", f"unix:{not_a_socket}"])
+    assert result.returncode == 2
+    assert "exists and is not a socket" in assert_one_error_line(result.stderr)
+    assert not_a_socket.read_text() == "keep me"
+    live = tmp_path / "live.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(live))
+        listener.listen()
+        result = run_command(["serve", "--bind", f"unix:{live}"])
+    assert result.returncode == 2
+    assert "a server is listening there" in assert_one_error_line(result.stderr)
+
+
 # --- bounded concurrency: the new options, for real -------------------------------------------
 
 HALVES_MODULE = """

@@ -171,8 +171,22 @@ def _open(endpoint: Endpoint, udp: bool) -> socket.socket:
         sock.close()
         code = getattr(exc, "errno", None) or errno.EINVAL
         reason = getattr(exc, "strerror", None) or str(exc)
+        if endpoint.family == socket.AF_UNIX and code == errno.EADDRINUSE:
+            reason = _why_unix_path_in_use(str(endpoint.address), reason)
         raise BindError(code, f"cannot listen on {endpoint}: {reason}") from exc
     return sock
+
+
+def _why_unix_path_in_use(path: str, reason: str) -> str:
+    """*reason* ("Address already in use") with what is at *path*, which the user can act on:
+    a stale socket file was removed before ``bind()``, so a socket there is a live server's."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # gone meanwhile, or an abstract address
+        return reason
+    if stat.S_ISSOCK(mode):
+        return f"{reason} (a server is listening there)"
+    return f"{reason} (the path exists and is not a socket: left alone; remove it or pick another)"
 
 
 def _remove_stale_unix_socket(path: str) -> None:
