@@ -1009,6 +1009,55 @@ def test_a_signal_right_after_the_serving_line_is_handled(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_event_loop_handler_leaves_the_signal_handlers_as_it_found_them(
+    tmp_path: Path, loop: str
+) -> None:
+    # the loop's own handlers outlive it: asyncio's close sets SIG_DFL (a nohup'd SIG_IGN
+    # HUP would then end the process), uvloop's leaves its handler, which swallows them
+    script = tmp_path / "restores_signals.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import logging, os, signal, sys
+            import netserve
+            from netserve.demo import ReverseLineHandler
+
+            def own_handler(signum, frame):
+                pass
+
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            for signum in (signal.SIGQUIT, signal.SIGTTIN, signal.SIGTERM):
+                signal.signal(signum, own_handler)
+            names = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU")
+            before = {{name: signal.getsignal(getattr(signal, name)) for name in names}}
+
+            class SignalOnServing(logging.Handler):
+                def emit(self, record):
+                    if record.getMessage().startswith("serving "):
+                        os.kill(os.getpid(), signal.SIGTERM)
+
+            logging.getLogger("netserve").addHandler(SignalOnServing())
+            logging.getLogger("netserve").setLevel(logging.INFO)
+            code = netserve.serve(ReverseLineHandler, "127.0.0.1:0", loop={loop!r})
+            after = {{name: signal.getsignal(getattr(signal, name)) for name in names}}
+            changed = [name for name in names if after[name] != before[name]]
+            print("changed:", changed, after)
+            sys.exit(code)
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=JOIN_TIMEOUT * 4,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("changed: [] "), result.stdout
+
+
 def test_run_raises_for_a_bad_handler_before_binding(recorded_sockets: list[socket.socket]) -> None:
     with pytest.raises(HandlerImportError, match="Nope"):
         _runner.run(Config(handler="netserve.demo:Nope", bind=("127.0.0.1:0",)))

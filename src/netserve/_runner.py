@@ -577,6 +577,12 @@ def _serve_on_event_loop(config: Config, handler: type[Any], install_signals: bo
     """Serve an async or message handler in this process until a signal stops it."""
     listeners = open_listeners(config)
     unix_paths = [sock.getsockname() for sock in _sockets(listeners, socket.AF_UNIX)]
+    # the loop's handlers outlive it (uvloop leaves its own, asyncio SIG_DFL): put back ours
+    previous = (
+        _current_handlers()
+        if install_signals and threading.current_thread() is threading.main_thread()
+        else {}
+    )
     try:
         server = _event_loop_server(config, handler, listeners)
 
@@ -594,12 +600,25 @@ def _serve_on_event_loop(config: Config, handler: type[Any], install_signals: bo
 
         server.serve(config.loop, on_ready=ready)
     finally:
+        for signum, previous_handler in previous.items():
+            signal.signal(signum, previous_handler)
         for listener in listeners:
             listener.socket.close()
         for path in unix_paths:
             with contextlib.suppress(OSError):
                 os.unlink(path)
     return 0
+
+
+def _current_handlers() -> dict[signal.Signals, Any]:
+    """The handlers of the signals ``serve()`` handles, to restore when it returns; those set
+    from outside Python (``getsignal()`` says None) cannot be, and are left out."""
+    handlers = {}
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, *_SUPERVISOR_SIGNALS):
+        handler = signal.getsignal(signum)
+        if handler is not None:
+            handlers[signum] = handler
+    return handlers
 
 
 def _sockets(listeners: list[Listener], family: int) -> list[socket.socket]:
