@@ -20,6 +20,7 @@ import pytest
 
 import netserve.aio as aio
 from netserve import BindError, ConfigError
+from netserve.aio import _server as aio_server
 
 from .conftest import (
     LOOPS,
@@ -160,6 +161,42 @@ def test_a_refused_client_gets_the_busy_message_then_the_close(
         assert closed_by_server(refused)
         assert running.server.refused == {"max_connections": 1}
         assert ask(clients[0], b"still") == b"llits\n"
+
+
+def _tcp_state(local_port: int, remote_port: int) -> str | None:
+    """The state (hex, as ``/proc/net/tcp`` has it: 01 is ESTABLISHED) of the loopback TCP
+    socket from *local_port* to *remote_port*; None once there is none."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (
+            int(fields[1].rpartition(":")[2], 16) == local_port
+            and int(fields[2].rpartition(":")[2], 16) == remote_port
+        ):
+            return fields[3]
+    return None
+
+
+def test_a_busy_message_the_client_does_not_read_does_not_hold_the_connection(
+    loop: str, clients: list[socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the sync servers send what the socket takes at once; a refused client that never
+    # reads a large busy_message must not keep a connection (and a descriptor) for ever
+    monkeypatch.setattr(aio_server, "LINGER_TIMEOUT", 0.2)
+    message = b"busy " * (8 << 20)
+    with serving(Reverse, loop, max_connections=1, busy_message=message) as running:
+        clients.append(running.connect())
+        assert ask(clients[-1], b"in") == b"ni\n"
+        refused = running.connect(small_buffers=True)
+        clients.append(refused)
+        assert wait_until(lambda: running.server.refused["max_connections"] == 1)
+        server_port, client_port = running.address[1], refused.getsockname()[1]
+        assert wait_until(lambda: _tcp_state(server_port, client_port) != "01")
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := refused.recv(1 << 16):
+                received += chunk
+        assert message.startswith(received)
+        assert len(received) < len(message)
 
 
 def test_max_connections_per_ip(loop: str, handler: type, clients: list[socket.socket]) -> None:

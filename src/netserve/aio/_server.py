@@ -29,7 +29,7 @@ from .._server import FORCED_CLOSE_GRACE
 from .._types import Address
 from ..config import DEFAULT_DRAIN_TIMEOUT, DEFAULT_THREADS, TRANSPORT_CHOICES
 from ..strategies.pool import LoadShare
-from ._connection import Connection
+from ._connection import LINGER_TIMEOUT, Connection
 from ._epoll import EpollHub, _Listener, epoll_available
 from ._loop import loop_name, run
 from ._messages import LengthPrefixedHandler, LineHandler, _MessageHandler
@@ -111,7 +111,8 @@ class AsyncServer:
     - *max_connections*, *max_connections_per_ip*: connections over a limit are closed at
       once, counted in ``refused`` (by reason) and logged at most once a second per reason.
     - *busy_message*: written to a refused client before its connection is closed (as the
-      sync servers' ``busy_message``); empty, the default: nothing is written.
+      sync servers' ``busy_message``); what the client has not taken after
+      ``LINGER_TIMEOUT`` is dropped. Empty, the default: nothing is written.
     - *idle_timeout*: a connection waiting for its client (for a request, or for it to read
       what was written) that long is closed, with a log line. A client still reading a
       large reply is not idle as long as the server can see it read: the bytes waiting
@@ -554,7 +555,9 @@ class AsyncServer:
         )
         transport = connection._ns_transport
         if self.busy_message:
-            transport.write(self.busy_message)  # sent before the close, never waited for
+            transport.write(self.busy_message)  # sent before the close, never waited for:
+            if transport.get_write_buffer_size():  # a client that does not read it gets
+                self._ns_loop.call_later(LINGER_TIMEOUT, transport.abort)  # cut off
         transport.close()
 
     def _ns_forget(self, connection: Connection) -> None:
