@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
@@ -348,3 +349,64 @@ def test_on_stop_runs_once_every_worker_accepts_no_more_or_after_a_while() -> No
     arbiter._run_on_stop(now + ON_STOP_WAIT)
     assert calls == [True, True]
     arbiter._selector.close()
+
+
+def test_a_stall_is_seen_after_a_wait_that_ended_early_and_a_slow_on_stop_is_not_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a fake clock, with one (pretend, never signalled) worker: a wait woken early by a
+    message, then the supervisor stopped for 1.5 s while it reaped, is a stall; an
+    ``on_stop`` callback that takes 3 s is the loop at work, not a stall."""
+    from netserve.supervisor import _arbiter
+    from netserve.supervisor._arbiter import STALL_THRESHOLD, Arbiter, Settings, _Child
+
+    clock = [1000.0]
+    monkeypatch.setattr(_arbiter, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    stalls: list[float] = []
+
+    def slow_on_stop(graceful: bool) -> None:
+        clock[0] += 3.0
+
+    class Scripted(Arbiter):
+        turn = 0
+
+        def _handle_signals(self) -> None:
+            self.turn += 1
+            if self.turn == 3:
+                self._stopping = "graceful"
+                self._on_stop_due = clock[0]
+
+        def _reap(self) -> None:
+            if self.turn == 2:
+                clock[0] += 1.5  # SIGSTOP landed here
+            if self.turn == 4:
+                self._children.clear()
+
+        def _poll(self, timeout: float) -> None:
+            assert timeout == 1.0  # LOOP_MAX_WAIT: no deadline is nearer
+            clock[0] += 0.01  # a heartbeat woke it
+
+        def _discount_stall(self, late: float) -> None:
+            stalls.append(late)
+            super()._discount_stall(late)
+
+        def _kill_remaining(self) -> None:
+            self._children.clear()
+
+    arbiter = Scripted(
+        Settings(
+            target=lambda sockets, worker: None,
+            sockets=(),
+            workers=0,
+            worker_timeout=30.0,
+            max_requests=0,
+            max_requests_jitter=0,
+            graceful_timeout=30.0,
+            on_stop=slow_on_stop,
+        )
+    )
+    now = clock[0]
+    arbiter._children = {1: _Child(1, 1, None, None, now, now, killed=True)}
+    assert arbiter.run() == 0
+    assert arbiter.turn == 4
+    assert [late > STALL_THRESHOLD for late in stalls] == [False, True, False], stalls

@@ -137,23 +137,25 @@ class Arbiter:
             self._selector.register(self._signals.fileno(), selectors.EVENT_READ, None)
             logger.info("supervisor pid %d: %d workers", self._pid, self._target_count)
             checked_at = time.monotonic()
-            wait = 0.0
+            expected = 0.0  # of the turn: the wait (up to its timeout), and on_stop
             while True:
                 self._handle_signals()
                 self._reap()
-                self._run_on_stop(time.monotonic())
+                expected += self._run_on_stop(time.monotonic())
                 if self._stopping is not None and not self._children:
                     break
                 now = time.monotonic()
                 # a turn takes its wait and a few milliseconds: the rest is a stall, wherever
-                # in the turn it came
-                self._discount_stall(now - checked_at - wait)
+                # in the turn it came (a wait that ended early leaves no room for one)
+                self._discount_stall(now - checked_at - expected)
                 checked_at = now
                 self._enforce_deadlines(now)
                 self._advance_reload(now)
                 self._heal(now)
                 wait = self._wait_time()
+                polled_at = time.monotonic()
                 self._poll(wait)
+                expected = min(time.monotonic() - polled_at, wait)
             logger.info("supervisor pid %d: stopped", self._pid)
             return self._exit_code
         finally:
@@ -203,21 +205,24 @@ class Arbiter:
         if self._settings.on_stop is not None and self._on_stop_due is None:
             self._on_stop_due = time.monotonic() + ON_STOP_WAIT
 
-    def _run_on_stop(self, now: float) -> None:
+    def _run_on_stop(self, now: float) -> float:
         """Once every worker has said it accepts no more (or ``ON_STOP_WAIT`` has passed),
-        run the ``on_stop`` callback: nobody takes connections from the sockets any more."""
+        run the ``on_stop`` callback: nobody takes connections from the sockets any more.
+        Return the seconds it took (0 if not run): time the loop was busy, not stalled."""
         due = self._on_stop_due
         if due is None:
-            return
+            return 0.0
         if now < due and not all(c.said_stopping for c in self._children.values()):
-            return
+            return 0.0
         self._on_stop_due = None
         on_stop = self._settings.on_stop
         assert on_stop is not None
+        started = time.monotonic()
         try:
             on_stop(self._stopping == "graceful")
         except Exception:
             logger.exception("the supervisor's on_stop callback failed")
+        return time.monotonic() - started
 
     def _reload(self) -> None:
         """Start a new generation; the old one is stopped once the new one is ready."""
