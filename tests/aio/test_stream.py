@@ -686,6 +686,13 @@ def test_a_handler_done_in_an_eager_first_step_is_counted_out(loop: str) -> None
     async def main() -> None:
         loop = asyncio.get_running_loop()
         loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        probe = asyncio.sleep(0)
+        try:
+            await loop.create_task(probe)
+        except TypeError as exc:  # uvloop 0.23 on 3.13.0 passes it 3.14's eager_start
+            probe.close()
+            loop.set_task_factory(None)  # the loop's own shutdown makes tasks too
+            pytest.skip(f"this loop cannot run asyncio.eager_task_factory: {exc}")
         server = aio.AsyncServer(Greets, ["127.0.0.1:0"], drain_timeout=0)
         await server.start()
         for _ in range(3):
