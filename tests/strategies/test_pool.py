@@ -147,6 +147,26 @@ def test_bad_settings_raise_config_error(kwargs: dict[str, object], option: str)
         ThreadPool(**kwargs)  # type: ignore[arg-type]
 
 
+def test_threads_the_system_refuses_are_a_config_error_and_the_started_ones_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_start = threading.Thread.start
+    started: list[threading.Thread] = []
+
+    def start_three_then_refuse(thread: threading.Thread) -> None:
+        if len(started) == 3:
+            raise RuntimeError("can't start new thread")
+        started.append(thread)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_three_then_refuse)
+    with pytest.raises(ConfigError, match=r"cannot start 8 threads .* refused one after 3"):
+        ThreadPool(max_workers=8)
+    for thread in started:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+
+
 def test_pause_when_busy_asks_the_server_to_stop_accepting_once_no_thread_is_idle() -> None:
     pool = ThreadPool(max_workers=2, max_queued=8, pause_when_busy=True)
     came_back = threading.Event()

@@ -104,7 +104,10 @@ class ThreadPool:
 
     def _start_threads(self) -> None:
         """Start the threads unless they are started (in a forked child, two servers sharing
-        the pool may both ask at their first request) or the pool is closed."""
+        the pool may both ask at their first request) or the pool is closed.
+
+        If the system refuses a thread (too many for its limits), the ones started end, the
+        pool is closed, and ``ConfigError`` says how many started."""
         with self._lock:
             if self._threads or self._closing:
                 return
@@ -112,8 +115,16 @@ class ThreadPool:
                 threading.Thread(target=self._work, name=f"netserve-pool-{n}", daemon=True)
                 for n in range(self.max_workers)
             ]
-        for thread in self._threads:
-            thread.start()
+        for started, thread in enumerate(self._threads):
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread"
+                self._threads = self._threads[:started]
+                self.close()
+                raise ConfigError(
+                    f"cannot start {self.max_workers} threads (max_workers, --threads): the "
+                    f"system refused one after {started} ({exc}); ask for fewer"
+                ) from None
 
     @property
     def in_flight(self) -> int:
