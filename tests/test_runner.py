@@ -979,32 +979,41 @@ def test_serve_without_signal_handlers_leaves_them_alone(
     assert "own SIGTERM handler" in server.lines
 
 
-def test_a_signal_right_after_the_serving_line_is_handled(tmp_path: Path) -> None:
-    script = tmp_path / "early_signal.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import logging, os, signal, sys
-            import netserve
-            from netserve.demo import SeedHandler
+#: Script lines that make ``netserve.serve()`` in the script get SIGTERM right after it logs
+#: its serving line, the earliest a signal can find its handlers installed.
+SIGTERM_ON_SERVING = """
+import logging, os, signal, sys
+import netserve
 
-            class SignalOnServing(logging.Handler):
-                def emit(self, record):
-                    if record.getMessage().startswith("serving "):
-                        os.kill(os.getpid(), signal.SIGTERM)
+class SignalOnServing(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("serving "):
+            os.kill(os.getpid(), signal.SIGTERM)
 
-            logging.getLogger("netserve").addHandler(SignalOnServing())
-            logging.getLogger("netserve").setLevel(logging.INFO)
-            sys.exit(netserve.serve(SeedHandler, "127.0.0.1:0"))
-            """
-        )
-    )
-    result = subprocess.run(
-        [sys.executable, str(script)],
+logging.getLogger("netserve").addHandler(SignalOnServing())
+logging.getLogger("netserve").setLevel(logging.INFO)
+"""
+
+
+def run_script(path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    """Write ``SIGTERM_ON_SERVING`` then *body* (dedented) to *path*, and run it to the end."""
+    path.write_text(SIGTERM_ON_SERVING + textwrap.dedent(body))
+    return subprocess.run(
+        [sys.executable, str(path)],
         capture_output=True,
         text=True,
         timeout=JOIN_TIMEOUT * 4,
         stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_signal_right_after_the_serving_line_is_handled(tmp_path: Path) -> None:
+    result = run_script(
+        tmp_path / "early_signal.py",
+        """
+        from netserve.demo import SeedHandler
+        sys.exit(netserve.serve(SeedHandler, "127.0.0.1:0"))
+        """,
     )
     assert result.returncode == 0, result.stderr
 
@@ -1015,44 +1024,25 @@ def test_an_event_loop_handler_leaves_the_signal_handlers_as_it_found_them(
 ) -> None:
     # the loop's own handlers outlive it: asyncio's close sets SIG_DFL (a nohup'd SIG_IGN
     # HUP would then end the process), uvloop's leaves its handler, which swallows them
-    script = tmp_path / "restores_signals.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import logging, os, signal, sys
-            import netserve
-            from netserve.demo import ReverseLineHandler
+    result = run_script(
+        tmp_path / "restores_signals.py",
+        f"""
+        from netserve.demo import ReverseLineHandler
 
-            def own_handler(signum, frame):
-                pass
+        def own_handler(signum, frame):
+            pass
 
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            for signum in (signal.SIGQUIT, signal.SIGTTIN, signal.SIGTERM):
-                signal.signal(signum, own_handler)
-            names = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU")
-            before = {{name: signal.getsignal(getattr(signal, name)) for name in names}}
-
-            class SignalOnServing(logging.Handler):
-                def emit(self, record):
-                    if record.getMessage().startswith("serving "):
-                        os.kill(os.getpid(), signal.SIGTERM)
-
-            logging.getLogger("netserve").addHandler(SignalOnServing())
-            logging.getLogger("netserve").setLevel(logging.INFO)
-            code = netserve.serve(ReverseLineHandler, "127.0.0.1:0", loop={loop!r})
-            after = {{name: signal.getsignal(getattr(signal, name)) for name in names}}
-            changed = [name for name in names if after[name] != before[name]]
-            print("changed:", changed, after)
-            sys.exit(code)
-            """
-        )
-    )
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=JOIN_TIMEOUT * 4,
-        stdin=subprocess.DEVNULL,
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        for signum in (signal.SIGQUIT, signal.SIGTTIN, signal.SIGTERM):
+            signal.signal(signum, own_handler)
+        names = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU")
+        before = {{name: signal.getsignal(getattr(signal, name)) for name in names}}
+        code = netserve.serve(ReverseLineHandler, "127.0.0.1:0", loop={loop!r})
+        after = {{name: signal.getsignal(getattr(signal, name)) for name in names}}
+        changed = [name for name in names if after[name] != before[name]]
+        print("changed:", changed, after)
+        sys.exit(code)
+        """,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("changed: [] "), result.stdout

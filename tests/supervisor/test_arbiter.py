@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from netserve.supervisor import EXIT_BOOT_ERROR
+from netserve.supervisor._arbiter import Settings
 
 from .conftest import IO_TIMEOUT, Supervised, process_alive, read_line, wait_for
 
@@ -312,22 +313,25 @@ def test_no_connection_refused_while_workers_restart(start_supervisor: Start) ->
     assert replacement in supervised.serving_workers()
 
 
+def _settings(workers: int, on_stop: Callable[[bool], object]) -> Settings:
+    """Settings for an ``Arbiter`` driven by hand: nothing to fork, long timeouts."""
+    return Settings(
+        target=lambda sockets, worker: None,
+        sockets=(),
+        workers=workers,
+        worker_timeout=30.0,
+        max_requests=0,
+        max_requests_jitter=0,
+        graceful_timeout=30.0,
+        on_stop=on_stop,
+    )
+
+
 def test_on_stop_runs_once_every_worker_accepts_no_more_or_after_a_while() -> None:
-    from netserve.supervisor._arbiter import ON_STOP_WAIT, Arbiter, Settings, _Child
+    from netserve.supervisor._arbiter import ON_STOP_WAIT, Arbiter, _Child
 
     calls: list[bool] = []
-    arbiter = Arbiter(
-        Settings(
-            target=lambda sockets, worker: None,
-            sockets=(),
-            workers=2,
-            worker_timeout=30.0,
-            max_requests=0,
-            max_requests_jitter=0,
-            graceful_timeout=30.0,
-            on_stop=calls.append,
-        )
-    )
+    arbiter = Arbiter(_settings(workers=2, on_stop=calls.append))
     now = time.monotonic()
     one, two = (_Child(pid, pid, None, None, now, now) for pid in (1, 2))
     arbiter._children = {1: one, 2: two}
@@ -358,7 +362,7 @@ def test_a_stall_is_seen_after_a_wait_that_ended_early_and_a_slow_on_stop_is_not
     message, then the supervisor stopped for 1.5 s while it reaped, is a stall; an
     ``on_stop`` callback that takes 3 s is the loop at work, not a stall."""
     from netserve.supervisor import _arbiter
-    from netserve.supervisor._arbiter import STALL_THRESHOLD, Arbiter, Settings, _Child
+    from netserve.supervisor._arbiter import STALL_THRESHOLD, Arbiter, _Child
 
     clock = [1000.0]
     monkeypatch.setattr(_arbiter, "time", SimpleNamespace(monotonic=lambda: clock[0]))
@@ -393,18 +397,7 @@ def test_a_stall_is_seen_after_a_wait_that_ended_early_and_a_slow_on_stop_is_not
         def _kill_remaining(self) -> None:
             self._children.clear()
 
-    arbiter = Scripted(
-        Settings(
-            target=lambda sockets, worker: None,
-            sockets=(),
-            workers=0,
-            worker_timeout=30.0,
-            max_requests=0,
-            max_requests_jitter=0,
-            graceful_timeout=30.0,
-            on_stop=slow_on_stop,
-        )
-    )
+    arbiter = Scripted(_settings(workers=0, on_stop=slow_on_stop))
     now = clock[0]
     arbiter._children = {1: _Child(1, 1, None, None, now, now, killed=True)}
     assert arbiter.run() == 0

@@ -555,9 +555,9 @@ class AsyncServer:
         )
         transport = connection._ns_transport
         if self.busy_message:
-            transport.write(self.busy_message)  # sent before the close, never waited for:
-            if transport.get_write_buffer_size():  # a client that does not read it gets
-                self._ns_loop.call_later(LINGER_TIMEOUT, transport.abort)  # cut off
+            transport.write(self.busy_message)
+            if transport.get_write_buffer_size():  # the close waits for it: not for ever
+                self._ns_loop.call_later(LINGER_TIMEOUT, transport.abort)
         transport.close()
 
     def _ns_forget(self, connection: Connection) -> None:
